@@ -1,0 +1,90 @@
+"""The names every stage relies on: file layout, TFRecord features, SavedModel signatures.
+
+Preprocessing writes them, the trainer and the exported model read them, the serving client
+asks for them. Each name has exactly one spelling, here; see DESIGN.md for what each means.
+"""
+
+SCHEMA_VERSION = 1
+
+# Dataset directory (preprocessing output, trainer input).
+SPLITS = ("train", "validation", "test")
+TRAIN, VALIDATION, TEST = SPLITS
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "metadata.json"
+REJECTED_PREFIX = "rejected"
+DUPLICATES_PREFIX = "duplicates"
+LOG_SUFFIX = ".jsonl"
+TFRECORD_SUFFIX = ".tfrecord"
+IMAGE_FORMAT = "jpeg"
+RESIZE_MODES = ("shorter_side", "crop", "pad", "stretch")
+DEFAULT_IMAGE_SIZE = 256
+DEFAULT_RESIZE_MODE = "shorter_side"
+
+
+def shard_file_name(split: str, index: int, num_shards: int) -> str:
+    """`train-00003-of-00016.tfrecord`: the name of one shard of a split."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}{TFRECORD_SUFFIX}"
+
+
+def shard_glob(split: str) -> str:
+    """The glob matching every shard of a split, relative to the dataset directory."""
+    return f"{split}-?????-of-?????{TFRECORD_SUFFIX}"
+
+
+# tf.train.Example features of one stored image.
+FEATURE_ENCODED = "image/encoded"
+FEATURE_FORMAT = "image/format"
+FEATURE_HEIGHT = "image/height"
+FEATURE_WIDTH = "image/width"
+FEATURE_LABEL = "image/class/label"
+FEATURE_LABEL_TEXT = "image/class/text"
+FEATURE_SOURCE = "image/source"
+FEATURE_SHA256 = "image/sha256"
+
+# metadata.json keys.
+META_SCHEMA_VERSION = "schema_version"
+META_LABELS = "labels"
+META_NUM_CLASSES = "num_classes"
+META_IMAGE_SIZE = "image_size"
+META_RESIZE_MODE = "resize_mode"
+META_NUM_INPUTS = "num_inputs"
+META_NUM_REJECTED = "num_rejected"
+META_NUM_DUPLICATES = "num_duplicates"
+META_SPLITS = "splits"
+META_NUM_EXAMPLES = "num_examples"
+META_CLASS_COUNTS = "class_counts"
+META_FILES = "files"
+
+# Job directory (trainer output).
+EXPORT_DIR = "export"
+EVAL_DIR = "eval"
+LOGS_DIR = "logs"
+CHECKPOINTS_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+
+# SavedModel signatures.
+DEFAULT_MODEL_NAME = "objrec"
+SERVING_SIGNATURE = "serving_default"
+PIXELS_SIGNATURE = "images"
+INPUT_IMAGE_BYTES = "image_bytes"
+INPUT_IMAGES = "images"
+OUTPUT_PROBABILITIES = "probabilities"
+OUTPUT_TOP_K_CLASSES = "top_k_classes"
+OUTPUT_TOP_K_SCORES = "top_k_scores"
+OUTPUT_TOP_K_CLASS_IDS = "top_k_class_ids"
+OUTPUT_VALID = "valid"
+MAX_TOP_K = 5
+WARMUP_FILE = "tf_serving_warmup_requests"
+ASSETS_EXTRA_DIR = "assets.extra"
+
+# TF Serving's default ports.
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_REST_PORT = 8501
+
+
+def top_k_for(num_classes: int) -> int:
+    """K of the exported top-k outputs: min(5, num_classes), fixed at export."""
+    return min(MAX_TOP_K, num_classes)
