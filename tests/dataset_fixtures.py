@@ -1,0 +1,102 @@
+"""Tiny dataset directories in the preprocessing output format, written without Beam.
+
+Trainer and export tests use them to stay fast and independent of the Beam job; the
+end-to-end test uses the real preprocessing output instead.
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from objrec import contract
+
+LABELS = ("circle", "square", "stripes")
+
+
+def class_image(label_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A noisy but learnable picture of class `label_id` (uint8 RGB)."""
+    image = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    if label_id == 0:
+        mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    elif label_id == 1:
+        mask = (abs(yy - size / 2) < size / 4) & (abs(xx - size / 2) < size / 4)
+    else:
+        mask = (xx // max(1, size // 8)) % 2 == 0
+    image[mask] = [220, 200 - 60 * label_id, 40 + 80 * label_id]
+    return image
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _example(encoded: bytes, label_id: int, size: int, index: int) -> bytes:
+    def feature(value):
+        if isinstance(value, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    features = {
+        contract.FEATURE_ENCODED: feature(encoded),
+        contract.FEATURE_FORMAT: feature(contract.IMAGE_FORMAT.encode()),
+        contract.FEATURE_HEIGHT: feature(size),
+        contract.FEATURE_WIDTH: feature(size),
+        contract.FEATURE_LABEL: feature(label_id),
+        contract.FEATURE_LABEL_TEXT: feature(LABELS[label_id].encode()),
+        contract.FEATURE_SOURCE: feature(f"synthetic://{index}.jpg".encode()),
+        contract.FEATURE_SHA256: feature(f"{index:064x}".encode()),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString()
+
+
+def write_dataset(
+    data_dir: str, counts: dict[str, int], size: int = 32, shards: int = 2, seed: int = 0
+) -> str:
+    """Writes `counts[split]` records per split (classes round-robin) in `shards` files each."""
+    rng = np.random.default_rng(seed)
+    tf.io.gfile.makedirs(data_dir)
+    splits, index = {}, 0
+    for split, count in counts.items():
+        if not count:
+            continue
+        num_shards = min(shards, count)
+        names = [contract.shard_file_name(split, i, num_shards) for i in range(num_shards)]
+        writers = [tf.io.TFRecordWriter(os.path.join(data_dir, n)) for n in names]
+        class_counts = dict.fromkeys(LABELS, 0)
+        for i in range(count):
+            label_id = i % len(LABELS)
+            encoded = jpeg_bytes(class_image(label_id, size, rng))
+            writers[i % num_shards].write(_example(encoded, label_id, size, index))
+            class_counts[LABELS[label_id]] += 1
+            index += 1
+        for writer in writers:
+            writer.close()
+        splits[split] = {
+            contract.META_NUM_EXAMPLES: count,
+            contract.META_CLASS_COUNTS: class_counts,
+            contract.META_FILES: names,
+        }
+    metadata = {
+        contract.META_SCHEMA_VERSION: contract.SCHEMA_VERSION,
+        contract.META_LABELS: list(LABELS),
+        contract.META_NUM_CLASSES: len(LABELS),
+        contract.META_IMAGE_SIZE: size,
+        contract.META_RESIZE_MODE: "shorter_side",
+        contract.META_NUM_INPUTS: index,
+        contract.META_NUM_REJECTED: 0,
+        contract.META_NUM_DUPLICATES: 0,
+        contract.META_SPLITS: splits,
+    }
+    with open(os.path.join(data_dir, contract.METADATA_FILE), "w") as file:
+        json.dump(metadata, file)
+    with open(os.path.join(data_dir, contract.LABELS_FILE), "w") as file:
+        file.write("\n".join(LABELS) + "\n")
+    return data_dir

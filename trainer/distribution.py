@@ -1,0 +1,94 @@
+"""Distribution strategy choice, TF_CONFIG, and where each worker may write."""
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def cluster_size(tf_config: Mapping) -> int:
+    """Number of training tasks (chief and workers) that TF_CONFIG names."""
+    cluster = tf_config.get("cluster", {})
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+
+
+def read_tf_config(environ: Mapping[str, str] | None = None) -> dict:
+    environ = os.environ if environ is None else environ
+    return json.loads(environ.get("TF_CONFIG") or "{}")
+
+
+def build_tf_config(worker_addresses: Sequence[str], index: int) -> dict:
+    """TF_CONFIG for worker `index` of a chief-less cluster (worker 0 acts as chief)."""
+    if not 0 <= index < len(worker_addresses):
+        raise ValueError(f"worker index {index} outside 0..{len(worker_addresses) - 1}")
+    return {
+        "cluster": {"worker": list(worker_addresses)},
+        "task": {"type": "worker", "index": index},
+    }
+
+
+def resolve_strategy_name(requested: str, tf_config: Mapping, num_gpus: int) -> str:
+    """`auto`: several tasks in TF_CONFIG -> multi_worker; several GPUs -> mirrored."""
+    if requested not in STRATEGIES:
+        raise ValueError(f"--strategy {requested}: choose one of {', '.join(STRATEGIES)}")
+    if requested != "auto":
+        return requested
+    if cluster_size(tf_config) > 1:
+        return "multi_worker"
+    if num_gpus > 1:
+        return "mirrored"
+    return "one_device"
+
+
+def create_strategy(requested: str) -> tf.distribute.Strategy:
+    """The strategy for this machine (and cluster, from TF_CONFIG)."""
+    num_gpus = len(tf.config.list_physical_devices("GPU"))
+    name = resolve_strategy_name(requested, read_tf_config(), num_gpus)
+    if name == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif name == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if num_gpus else "/cpu:0")
+    logging.info(
+        "strategy %s: %d replicas in sync", type(strategy).__name__, strategy.num_replicas_in_sync
+    )
+    return strategy
+
+
+def cluster_resolver_of(strategy: tf.distribute.Strategy):
+    """The strategy's cluster resolver, or None for a single machine."""
+    return getattr(strategy, "cluster_resolver", None)
+
+
+def task_of(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
+    resolver = cluster_resolver_of(strategy)
+    if resolver is None or not resolver.cluster_spec().jobs:
+        return None, 0
+    return resolver.task_type, resolver.task_id or 0
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief task, or worker 0 when the cluster has no chief, or a single machine."""
+    task_type, task_id = task_of(strategy)
+    if task_type is None or task_type == "chief":
+        return True
+    resolver = cluster_resolver_of(strategy)
+    has_chief = "chief" in resolver.cluster_spec().jobs
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_write_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this worker saves: the real directory for the chief, a private one otherwise.
+
+    Under MultiWorkerMirroredStrategy every worker must take part in a save (variables may
+    need a collective to be read), but only the chief's copy is kept.
+    """
+    if is_chief(strategy):
+        return directory
+    task_type, task_id = task_of(strategy)
+    return tf.io.gfile.join(directory, f".{task_type}-{task_id}-temp")

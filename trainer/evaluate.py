@@ -1,0 +1,88 @@
+"""Evaluation of a trained model on a held-out split: the numbers of eval/metrics.json."""
+
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from objrec import contract
+from trainer import input_pipeline
+from trainer.config import TrainConfig
+
+
+def predict_split(
+    model: keras.Model, info: input_pipeline.DatasetInfo, split: str, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(true label ids [n], probabilities [n, classes]) for every record of a split."""
+    dataset = input_pipeline.make_eval_dataset(info, split, config)
+    predict = tf.function(lambda images: model(images, training=False))
+    true_ids, probabilities = [], []
+    for images, labels, weights in dataset:
+        real = weights.numpy() > 0
+        probabilities.append(predict(images).numpy()[real])
+        true_ids.append(np.argmax(labels.numpy(), axis=-1)[real])
+    return np.concatenate(true_ids), np.concatenate(probabilities)
+
+
+def confusion_matrix(true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int):
+    """Rows are true classes, columns predicted classes."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (true_ids, predicted_ids), 1)
+    return matrix
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(
+        numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0
+    )
+
+
+def classification_metrics(
+    true_ids: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ...], top_k: int
+) -> dict:
+    """Accuracy, top-k accuracy, macro and per-class precision/recall/F1, confusion matrix."""
+    predicted = np.argmax(probabilities, axis=-1)
+    matrix = confusion_matrix(true_ids, predicted, len(labels))
+    true_positives = np.diag(matrix).astype(float)
+    precision = _safe_divide(true_positives, matrix.sum(axis=0))
+    recall = _safe_divide(true_positives, matrix.sum(axis=1))
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    top_k_ids = np.argsort(-probabilities, axis=-1)[:, :top_k]
+    return {
+        "num_examples": int(len(true_ids)),
+        "accuracy": float(np.mean(predicted == true_ids)),
+        "top_k": top_k,
+        "top_k_accuracy": float(np.mean(np.any(top_k_ids == true_ids[:, None], axis=-1))),
+        "precision_macro": float(precision.mean()),
+        "recall_macro": float(recall.mean()),
+        "f1_macro": float(f1.mean()),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(
+                labels, precision, recall, f1, matrix.sum(axis=1), strict=True
+            )
+        },
+        "confusion_matrix": matrix.tolist(),
+        "labels": list(labels),
+    }
+
+
+def evaluation_split(info: input_pipeline.DatasetInfo) -> str:
+    """The test split, or validation when the dataset has no test examples."""
+    for split in (contract.TEST, contract.VALIDATION):
+        if info.has_split(split):
+            return split
+    raise input_pipeline.DatasetError(
+        f"--data_dir {info.data_dir}: no test or validation examples to evaluate on; "
+        "preprocess with a --split that holds some out"
+    )
+
+
+def write_metrics(job_dir: str, metrics: dict) -> str:
+    eval_dir = tf.io.gfile.join(job_dir, contract.EVAL_DIR)
+    tf.io.gfile.makedirs(eval_dir)
+    path = tf.io.gfile.join(eval_dir, contract.METRICS_FILE)
+    with tf.io.gfile.GFile(path, "w") as file:
+        json.dump(metrics, file, indent=2)
+    return path

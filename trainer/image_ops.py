@@ -1,0 +1,271 @@
+"""Image operations shared by training, evaluation and the exported serving graph.
+
+Each public function works on one image (HWC) so that it runs the same eagerly, inside
+`tf.data.Dataset.map` and inside the SavedModel. Pixel values stay in [0, 255] float32 until
+the model's own normalisation layer.
+
+The resize policies mirror `preprocessing.image_io` (Pillow) so that raw bytes sent to the
+served model become the same input as a stored record after evaluation's center crop:
+
+- `shorter_side`: the shorter side becomes `image_size`, aspect ratio kept.
+- `crop`: `shorter_side`, then the central `image_size` square.
+- `pad`: the longer side becomes `image_size`, then black padding to a centered square.
+- `stretch`: `image_size` square, aspect ratio ignored.
+"""
+
+import math
+
+import tensorflow as tf
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_GIF_MAGIC = b"GIF8"
+_BMP_MAGIC = b"BM"
+
+
+def resize(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """Bilinear resize with antialiasing, as Pillow's `Image.resize(..., BILINEAR)` does."""
+    size = tf.stack([height, width])
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
+
+
+def _scaled_size(height, width, target, use_longer_side: bool):
+    """Size whose shorter (or longer) side is `target`, rounded like Pillow's `round()`."""
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    side = tf.maximum(height, width) if use_longer_side else tf.minimum(height, width)
+    scale = tf.cast(target, tf.float64) / side
+    new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)
+    new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
+    return new_height, new_width
+
+
+def center_crop(image: tf.Tensor, crop_height, crop_width) -> tf.Tensor:
+    """The central `crop_height` x `crop_width` window; offsets floor like Pillow's."""
+    shape = tf.shape(image)
+    top = (shape[0] - crop_height) // 2
+    left = (shape[1] - crop_width) // 2
+    return tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
+
+
+def apply_resize_policy(image: tf.Tensor, image_size: int, resize_mode: str) -> tf.Tensor:
+    """Resizes a decoded RGB image as preprocessing stored it (see the module docstring)."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    if resize_mode == "stretch":
+        return resize(image, image_size, image_size)
+    if resize_mode == "pad":
+        new_height, new_width = _scaled_size(height, width, image_size, use_longer_side=True)
+        resized = resize(image, new_height, new_width)
+        top = (image_size - new_height) // 2
+        left = (image_size - new_width) // 2
+        return tf.image.pad_to_bounding_box(resized, top, left, image_size, image_size)
+    new_height, new_width = _scaled_size(height, width, image_size, use_longer_side=False)
+    resized = resize(image, new_height, new_width)
+    if resize_mode == "crop":
+        return center_crop(resized, image_size, image_size)
+    if resize_mode == "shorter_side":
+        return resized
+    raise ValueError(f"unknown resize_mode {resize_mode!r}")
+
+
+def eval_crop(image: tf.Tensor, image_size: int, input_size: int) -> tf.Tensor:
+    """Evaluation's view of a stored image: the central square, scaled to the model input.
+
+    The square's side is `min(h, w) * input_size / image_size` (never more than the image), so
+    with the defaults a 256-pixel image gives its central 224 pixels unchanged (224 / 256 = 87.5%).
+    """
+    shape = tf.shape(image)
+    shorter = tf.minimum(shape[0], shape[1])
+    fraction = min(1.0, input_size / image_size)
+    side = tf.maximum(tf.cast(tf.math.floor(tf.cast(shorter, tf.float32) * fraction), tf.int32), 1)
+    side = tf.minimum(side, shorter)
+    square = center_crop(image, side, side)
+    return tf.reshape(resize(square, input_size, input_size), [input_size, input_size, 3])
+
+
+def random_resized_crop(
+    image: tf.Tensor,
+    input_size: int,
+    area_range: tuple[float, float] = (0.25, 1.0),
+    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """Training's scale augmentation: a random window of 25-100% of the area, resized."""
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        min_object_covered=0.0,
+        aspect_ratio_range=aspect_ratio_range,
+        area_range=area_range,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.slice(image, begin, size)
+    return tf.reshape(resize(window, input_size, input_size), [input_size, input_size, 3])
+
+
+def random_rotate(image: tf.Tensor, max_degrees: float) -> tf.Tensor:
+    """Rotates by a uniform random angle in [-max_degrees, max_degrees], reflecting the edges."""
+    if max_degrees <= 0:
+        return image
+    angle = tf.random.uniform([], -max_degrees, max_degrees) * (math.pi / 180.0)
+    shape = tf.shape(image)
+    height = tf.cast(shape[0], tf.float32)
+    width = tf.cast(shape[1], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Output pixel (x, y) samples input (a0*x + a1*y + a2, b0*x + b1*y + b2): a rotation about
+    # the image center.
+    center_x, center_y = (width - 1) / 2, (height - 1) / 2
+    offset_x = center_x - (cos * center_x - sin * center_y)
+    offset_y = center_y - (sin * center_x + cos * center_y)
+    transform = tf.stack([cos, -sin, offset_x, sin, cos, offset_y, 0.0, 0.0])
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=shape[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+    return rotated[0]
+
+
+def augment(image: tf.Tensor, input_size: int, rotation_degrees: float) -> tf.Tensor:
+    """Training's view of a stored image: random scale crop, horizontal flip, rotation."""
+    image = random_resized_crop(image, input_size)
+    image = tf.image.random_flip_left_right(image)
+    return random_rotate(image, rotation_degrees)
+
+
+def decode_stored(encoded: tf.Tensor) -> tf.Tensor:
+    """Decodes a JPEG to uint8 RGB HWC, with the accurate DCT (as Pillow's libjpeg decodes)."""
+    return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def _declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Width x height declared in the file header, read without decoding any pixel data."""
+
+    def unpack(offset: int, length: int, little_endian: bool) -> tf.Tensor:
+        raw = tf.io.decode_raw(tf.strings.substr(image_bytes, offset, length), tf.uint8)
+        raw = tf.cast(raw, tf.int64)
+        weights = [256**i for i in range(length)]
+        weights = weights if little_endian else weights[::-1]
+        return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
+
+    def png():  # IHDR: width and height, big-endian uint32 at bytes 16 and 20.
+        return unpack(16, 4, False) * unpack(20, 4, False)
+
+    def gif():  # Logical screen: little-endian uint16 at bytes 6 and 8.
+        return unpack(6, 2, True) * unpack(8, 2, True)
+
+    def bmp():  # BITMAPINFOHEADER: little-endian int32 at bytes 18 and 22 (height may be < 0).
+        width = unpack(18, 4, True)
+        height = unpack(22, 4, True)
+        height = tf.where(height >= 2**31, 2**32 - height, height)
+        return width * height
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
+        return shape[0] * shape[1]
+
+    prefix = tf.strings.substr(image_bytes, 0, 8)
+    branch = tf.where(
+        tf.strings.substr(prefix, 0, 3) == _JPEG_MAGIC,
+        0,
+        tf.where(
+            prefix == _PNG_MAGIC,
+            1,
+            tf.where(
+                tf.strings.substr(prefix, 0, 4) == _GIF_MAGIC,
+                2,
+                tf.where(tf.strings.substr(prefix, 0, 2) == _BMP_MAGIC, 3, 4),
+            ),
+        ),
+    )
+    unknown = lambda: tf.constant(-1, tf.int64)  # noqa: E731
+    return tf.switch_case(branch, [jpeg, png, gif, bmp, unknown])
+
+
+def _to_rgb_on_white(image: tf.Tensor) -> tf.Tensor:
+    """Any of 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels to float RGB, alpha on white."""
+    channels = tf.shape(image)[-1]
+    image = tf.cast(image, tf.float32)
+    # Gather indices that turn each channel layout into RGBA (alpha from itself or opaque).
+    rgba_index = tf.switch_case(
+        channels - 1,
+        [
+            lambda: tf.constant([0, 0, 0, -1]),
+            lambda: tf.constant([0, 0, 0, 1]),
+            lambda: tf.constant([0, 1, 2, -1]),
+            lambda: tf.constant([0, 1, 2, 3]),
+        ],
+    )
+    opaque = tf.fill(tf.concat([tf.shape(image)[:-1], [1]], axis=0), 255.0)
+    padded = tf.concat([image, opaque], axis=-1)
+    rgba = tf.gather(padded, tf.where(rgba_index < 0, channels, rgba_index), axis=-1)
+    alpha = rgba[..., 3:] / 255.0
+    return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+
+
+def decode_raw_image(
+    image_bytes: tf.Tensor, image_size: int, resize_mode: str, input_size: int, max_pixels: int
+) -> tf.Tensor:
+    """Raw file bytes to model input, as preprocessing followed by evaluation would make it.
+
+    Raises InvalidArgumentError for an unknown format, a header declaring more than
+    `max_pixels` pixels (checked before any decode) or undecodable data; the batch function
+    `decode_raw_batch` turns those errors into `valid = False`.
+    """
+    pixels = _declared_pixels(image_bytes)
+    checks = [
+        tf.debugging.assert_positive(pixels, message="not a JPEG, PNG, GIF or BMP image"),
+        tf.debugging.assert_less_equal(
+            pixels, tf.constant(max_pixels, tf.int64), message="image has too many pixels"
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        is_jpeg = tf.strings.substr(image_bytes, 0, 3) == _JPEG_MAGIC
+        # JPEG through decode_jpeg: it returns RGB for grey and YCbCr files alike, with the
+        # accurate integer DCT that Pillow's libjpeg uses too.
+        decoded = tf.cond(
+            is_jpeg,
+            lambda: decode_stored(image_bytes),
+            lambda: tf.io.decode_image(image_bytes, expand_animations=False),
+        )
+    rgb = _to_rgb_on_white(decoded)
+    stored = tf.round(tf.clip_by_value(apply_resize_policy(rgb, image_size, resize_mode), 0, 255))
+    return eval_crop(stored, image_size, input_size)
+
+
+def decode_raw_batch(
+    image_bytes: tf.Tensor, image_size: int, resize_mode: str, input_size: int, max_pixels: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes a batch of raw files; one bad file never fails the others.
+
+    Returns float32 images [n, input_size, input_size, 3] (zeros where invalid) and a bool
+    `valid` [n]. Graph ops cannot catch an op error, but `tf.data`'s `ignore_errors` can: each
+    image is decoded as one dataset element and a failing element is simply dropped.
+    """
+    count = tf.shape(image_bytes)[0]
+    indexed = tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+    decoded = indexed.map(
+        lambda index, data: (
+            index,
+            decode_raw_image(data, image_size, resize_mode, input_size, max_pixels),
+        )
+    ).ignore_errors()
+
+    def scatter(state, element):
+        images, valid = state
+        index, image = element
+        position = tf.reshape(index, [1, 1])
+        return (
+            tf.tensor_scatter_nd_update(images, position, image[tf.newaxis]),
+            tf.tensor_scatter_nd_update(valid, position, [True]),
+        )
+
+    initial = (
+        tf.zeros(tf.stack([count, input_size, input_size, 3]), tf.float32),
+        tf.zeros([count], tf.bool),
+    )
+    return decoded.reduce(initial, scatter)

@@ -1,0 +1,107 @@
+"""ResNet50 backbone with a new classification head, and which layers each phase trains."""
+
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+BACKBONE_NAME = "resnet50"
+
+# ResNet50's ImageNet normalisation ("caffe" mode): BGR order, per-channel mean removed.
+_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+class WeightsError(ValueError):
+    """`--weights` names something that cannot be loaded into the backbone."""
+
+
+@keras.saving.register_keras_serializable(package="objrec")
+class ResNetNormalization(keras.layers.Layer):
+    """RGB pixels in [0, 255] to ResNet50's input: BGR with the ImageNet mean removed."""
+
+    def call(self, images):
+        bgr = keras.ops.flip(images, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(_BGR_MEAN, dtype=bgr.dtype)
+
+
+def _local_weights_file(path: str) -> str:
+    """Keras loads weights from local files only: copy a gs:// (or any) path to a temp file."""
+    if not tf.io.gfile.exists(path):
+        raise WeightsError(f"--weights {path}: no such file; give imagenet, none or a path")
+    local = os.path.join(tempfile.mkdtemp(prefix="objrec-weights-"), os.path.basename(path))
+    tf.io.gfile.copy(path, local, overwrite=True)
+    return local
+
+
+def build_backbone(input_size: int, weights: str) -> keras.Model:
+    """ResNet50 without its top; `weights` is imagenet, none or a `.weights.h5` path."""
+    keyword = weights.lower()
+    backbone = keras.applications.ResNet50(
+        include_top=False,
+        weights="imagenet" if keyword == "imagenet" else None,
+        input_shape=(input_size, input_size, 3),
+    )
+    if keyword not in ("imagenet", "none"):
+        try:
+            backbone.load_weights(_local_weights_file(weights))
+        except (ValueError, KeyError) as error:
+            raise WeightsError(
+                f"--weights {weights}: not weights of a ResNet50 without its top ({error}); "
+                "save them with `backbone.save_weights(...)` of keras.applications.ResNet50"
+                "(include_top=False)"
+            ) from error
+    return backbone
+
+
+def build_model(
+    num_classes: int, input_size: int, weights: str, dropout: float = 0.2
+) -> keras.Model:
+    """Pixels [0, 255] -> class probabilities (float32 even under mixed precision).
+
+    A pretrained backbone runs with BatchNorm in inference mode in every phase (its
+    ImageNet statistics must not drift on small batches of new data); a backbone trained
+    from scratch needs BatchNorm to learn its statistics, so it follows the training flag.
+    """
+    images = keras.Input((input_size, input_size, 3), name="images")
+    backbone = build_backbone(input_size, weights)
+    normalized = ResNetNormalization(name="normalization")(images)
+    pretrained = weights.lower() != "none"
+    features = backbone(normalized, training=False) if pretrained else backbone(normalized)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    dropped = keras.layers.Dropout(dropout, name="dropout")(pooled)
+    probabilities = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(dropped)
+    return keras.Model(images, probabilities, name="objrec_resnet50")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BACKBONE_NAME)
+
+
+def fine_tune_start(backbone: keras.Model, fine_tune_from: str) -> int:
+    """Index of the first backbone layer fine-tuning trains (a name or a name prefix)."""
+    if fine_tune_from == "all":
+        return 0
+    for index, layer in enumerate(backbone.layers):
+        if layer.name == fine_tune_from or layer.name.startswith(fine_tune_from):
+            return index
+    stages = sorted({layer.name.split("_")[0] for layer in backbone.layers if "_" in layer.name})
+    raise ValueError(
+        f"--fine_tune_from {fine_tune_from}: no such ResNet50 layer; give `all`, a layer name "
+        f"or a stage prefix such as {', '.join(s + '_block1' for s in stages if s[-1].isdigit())}"
+    )
+
+
+def set_phase_trainable(model: keras.Model, phase: str, fine_tune_from: str) -> list:
+    """Marks what `phase` (head or fine_tune) trains; returns its trainable variables."""
+    backbone = backbone_of(model)
+    if phase == "head":
+        backbone.trainable = False
+    else:
+        backbone.trainable = True
+        start = fine_tune_start(backbone, fine_tune_from)
+        for index, layer in enumerate(backbone.layers):
+            layer.trainable = index >= start
+    return list(model.trainable_variables)

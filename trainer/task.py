@@ -1,0 +1,40 @@
+"""Entry point of `objrec-train`: parse flags, then train, evaluate and export.
+
+Local (CPU, a few minutes on 32-pixel images):
+
+    python -m trainer.task --data_dir work/dataset --job_dir work/job \\
+        --weights none --input_size 32 --batch_size 32 --head_epochs 0 --fine_tune_epochs 3
+
+Cloud (GPUs; several machines when TF_CONFIG names them, as Vertex AI and k8s/ set it):
+
+    objrec-train --data_dir gs://BUCKET/dataset --job_dir gs://BUCKET/jobs/run-1
+
+Rerunning the same command after an interruption resumes where the job stopped.
+"""
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from trainer import config as config_lib
+from trainer import train
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = config_lib.parse_flags(argv)
+    try:
+        summary = train.train_and_evaluate(config)
+    except ValueError as error:  # DatasetError, WeightsError and flag errors: the user's to fix
+        print(f"objrec-train: error: {error}", file=sys.stderr)
+        return 2
+    if summary:
+        print(
+            f"{summary['split']} accuracy {summary['accuracy']:.4f} "
+            f"({summary['num_examples']} images); SavedModel: {summary['export_dir']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

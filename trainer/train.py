@@ -1,0 +1,498 @@
+"""The training loop: two phases, distributed, checkpointed, resumable mid-epoch.
+
+A custom loop rather than `Model.fit`: Keras 3 `fit` under MultiWorkerMirroredStrategy has
+open bugs, and `BackupAndRestore` keeps no phase or early-stopping state. Everything needed to
+resume (phase, epoch, step, optimizer slots, learning-rate schedule position, early stopping,
+best weights) lives in one `tf.train.Checkpoint`, saved every `checkpoint_every_steps`, at each
+epoch end, and when any worker receives SIGTERM (all workers agree on the step through the
+same all-reduce that carries the gradients, and all of them take part in the save).
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from objrec import contract
+from trainer import distribution, input_pipeline
+from trainer import evaluate as evaluate_lib
+from trainer import export as export_lib
+from trainer import model as model_lib
+from trainer.config import TrainConfig
+
+# Exit code after a preemption save: Kubernetes Jobs treat it as retriable (podFailurePolicy).
+EXIT_PREEMPTED = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str  # "head" (backbone frozen) or "fine_tune" (backbone from fine_tune_from)
+    epochs: int
+    learning_rate: float
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """The phases that run, in order; a phase with no epochs is left out."""
+    phases = [
+        Phase("head", config.head_epochs, config.learning_rate),
+        Phase("fine_tune", config.fine_tune_epochs, config.fine_tune_learning_rate),
+    ]
+    return [phase for phase in phases if phase.epochs > 0]
+
+
+def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> int:
+    """Whole global batches per epoch: 10,000 images / (32 x 2 replicas) = 156 steps."""
+    return max(1, num_train_examples // global_batch_size)
+
+
+def learning_rate_schedule(phase: Phase, steps: int, warmup_epochs: float):
+    """Linear warmup to the phase's rate, then cosine decay to 1% of it by the phase's end."""
+    total_steps = phase.epochs * steps
+    warmup_steps = min(int(warmup_epochs * steps), total_steps // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else phase.learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=0.01,
+        warmup_target=phase.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def resolve_precision_policy(requested: str, num_gpus: int) -> str:
+    """`auto`: float16 compute on GPUs (tensor cores), float32 on CPU where it only slows."""
+    policies = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+    if requested == "auto":
+        return "mixed_float16" if num_gpus else "float32"
+    if requested not in policies:
+        raise ValueError(f"--mixed_precision {requested}: choose auto, off, float16 or bfloat16")
+    return policies[requested]
+
+
+def make_optimizer(phase: Phase, steps: int, config: TrainConfig, variables: list):
+    """Adam for one phase, built on that phase's variables (so a checkpoint restores slots)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate_schedule(phase, steps, config.warmup_epochs), name=f"{phase.name}_adam"
+    )
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{phase.name}_scale")
+    optimizer.build(variables)
+    return optimizer
+
+
+class TrainState(tf.Module):
+    """Where training is, saved in every checkpoint."""
+
+    def __init__(self):
+        super().__init__(name="train_state")
+        int_variable = lambda: tf.Variable(0, dtype=tf.int64, trainable=False)  # noqa: E731
+        self.phase = int_variable()  # index into plan_phases()
+        self.epoch = int_variable()  # epochs done in the current phase
+        self.step = int_variable()  # steps done in the current epoch
+        self.global_step = int_variable()
+        self.epochs_without_improvement = int_variable()
+        self.best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
+        self.has_best = tf.Variable(False, trainable=False)
+
+    def as_dict(self) -> dict:
+        return {
+            name: getattr(self, name).numpy().item()
+            for name in (
+                "phase",
+                "epoch",
+                "step",
+                "global_step",
+                "epochs_without_improvement",
+                "best_val_loss",
+                "has_best",
+            )
+        }
+
+
+class BestWeights(tf.Module):
+    """A copy of the model weights at the best validation loss of the current phase."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name="best_weights")
+        self._model = model
+        self.copies = [tf.Variable(v.value, trainable=False) for v in model.weights]
+
+    @tf.function
+    def keep(self):
+        for copy, variable in zip(self.copies, self._model.weights, strict=True):
+            copy.assign(variable.value)
+
+    @tf.function
+    def restore_into_model(self):
+        for copy, variable in zip(self.copies, self._model.weights, strict=True):
+            variable.assign(copy)
+
+
+class PreemptionWatch:
+    """Notes SIGTERM (what Kubernetes and Vertex AI send before killing a pod)."""
+
+    def __init__(self):
+        self.received = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        logging.warning("SIGTERM received: checkpointing after the current step")
+        self.received = True
+
+
+class Backup:
+    """The preemption backup: every worker saves, only the chief's copy is kept."""
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, job_dir: str, strategy):
+        self.directory = tf.io.gfile.join(job_dir, contract.BACKUP_DIR)
+        self._checkpoint = checkpoint
+        write_dir = distribution.worker_write_dir(self.directory, strategy)
+        self._manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=2)
+        self._is_chief = distribution.is_chief(strategy)
+
+    def restore(self) -> bool:
+        """Restores the latest backup, if there is one; every worker reads the chief's."""
+        latest = tf.train.latest_checkpoint(self.directory)
+        if latest:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("resumed from %s", latest)
+        return bool(latest)
+
+    def save(self, global_step: int):
+        self._manager.save(checkpoint_number=global_step)
+        if not self._is_chief:
+            tf.io.gfile.rmtree(self._manager.directory)
+
+
+def make_train_step(model, optimizer, variables, strategy, config: TrainConfig):
+    """One distributed step; returns (mean loss, correct count, any worker preempted)."""
+
+    def replica_step(images, labels, preempted):
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            per_example = keras.losses.categorical_crossentropy(
+                labels, probabilities, label_smoothing=config.label_smoothing
+            )
+            # Sum over the replica's examples / global batch: replicas' gradients then add up
+            # to the gradient of the global mean loss.
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        correct = tf.reduce_sum(
+            tf.cast(tf.argmax(probabilities, -1) == tf.argmax(labels, -1), tf.float32)
+        )
+        context = tf.distribute.get_replica_context()
+        # Summed over every replica of every worker: > 0 when any worker got SIGTERM.
+        any_preempted = context.all_reduce(tf.distribute.ReduceOp.SUM, preempted)
+        return loss, correct, any_preempted
+
+    @tf.function(jit_compile=config.jit_compile)
+    def step(batch, preempted):
+        images, labels = batch
+        loss, correct, any_preempted = strategy.run(replica_step, (images, labels, preempted))
+        sum_ = tf.distribute.ReduceOp.SUM
+        return (
+            strategy.reduce(sum_, loss, axis=None),
+            strategy.reduce(sum_, correct, axis=None),
+            strategy.reduce(sum_, any_preempted, axis=None),
+        )
+
+    return step
+
+
+def make_eval_step(model, strategy):
+    """Sums of (loss, correct, weight) over one distributed batch of weighted examples."""
+
+    def replica_step(images, labels, weights):
+        probabilities = model(images, training=False)
+        loss = keras.losses.categorical_crossentropy(labels, probabilities)
+        correct = tf.cast(tf.argmax(probabilities, -1) == tf.argmax(labels, -1), tf.float32)
+        return tf.stack(
+            [
+                tf.reduce_sum(loss * weights),
+                tf.reduce_sum(correct * weights),
+                tf.reduce_sum(weights),
+            ]
+        )
+
+    @tf.function
+    def step(batch):
+        sums = strategy.run(replica_step, batch)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+    return step
+
+
+def evaluate(eval_step, dataset, steps: int) -> dict:
+    """Loss and accuracy over exactly one pass of a padded evaluation dataset."""
+    iterator = iter(dataset)
+    totals = sum(eval_step(next(iterator)) for _ in range(steps))
+    loss_sum, correct, count = (float(x) for x in totals.numpy())
+    return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+def update_early_stopping(
+    state: TrainState, best: BestWeights, val_loss: float, patience: int
+) -> bool:
+    """Records an epoch's validation loss; True when the phase should stop."""
+    if val_loss < float(state.best_val_loss):
+        state.best_val_loss.assign(val_loss)
+        state.epochs_without_improvement.assign(0)
+        state.has_best.assign(True)
+        best.keep()
+        return False
+    state.epochs_without_improvement.assign_add(1)
+    return patience > 0 and int(state.epochs_without_improvement) >= patience
+
+
+class History:
+    """Per-epoch metrics across both phases, kept in eval/history.json by the chief."""
+
+    def __init__(self, job_dir: str, enabled: bool):
+        self.directory = tf.io.gfile.join(job_dir, contract.EVAL_DIR)
+        self.path = tf.io.gfile.join(self.directory, "history.json")
+        self.enabled = enabled
+        self.epochs = []
+        if enabled and tf.io.gfile.exists(self.path):
+            with tf.io.gfile.GFile(self.path) as file:
+                self.epochs = json.load(file)
+
+    def keep_until(self, phase: int, epoch: int):
+        """Drops epochs the restored checkpoint does not include (written after it)."""
+        self.epochs = [e for e in self.epochs if (e["phase_index"], e["epoch"]) < (phase, epoch)]
+
+    def add(self, record: dict):
+        self.epochs.append(record)
+        if self.enabled:
+            tf.io.gfile.makedirs(self.directory)
+            with tf.io.gfile.GFile(self.path, "w") as file:
+                json.dump(self.epochs, file, indent=1)
+
+
+def _summary_writer(job_dir: str, chief: bool):
+    if chief:
+        return tf.summary.create_file_writer(tf.io.gfile.join(job_dir, contract.LOGS_DIR))
+    return tf.summary.create_noop_writer()
+
+
+def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> str:
+    """Runs (or resumes) both phases; returns the directory of the final weights."""
+    steps = steps_per_epoch(info.num_examples[contract.TRAIN], config.batch_size)
+    phases = plan_phases(config)
+    chief = distribution.is_chief(strategy)
+    logging.info(
+        "global batch %d = %d per replica x %d replicas; %d steps per epoch",
+        config.batch_size,
+        config.batch_size // strategy.num_replicas_in_sync,
+        strategy.num_replicas_in_sync,
+        steps,
+    )
+    with strategy.scope():
+        model = model_lib.build_model(
+            info.num_classes, config.input_size, config.weights, config.dropout
+        )
+        phase_variables = {
+            p.name: model_lib.set_phase_trainable(model, p.name, config.fine_tune_from)
+            for p in phases
+        }
+        optimizers = {
+            p.name: make_optimizer(p, steps, config, phase_variables[p.name]) for p in phases
+        }
+        state = TrainState()
+        best = BestWeights(model)
+    checkpoint = tf.train.Checkpoint(model=model, state=state, best=best, **optimizers)
+    backup = Backup(checkpoint, config.job_dir, strategy)
+    backup.restore()
+    watch = PreemptionWatch()
+    history = History(config.job_dir, chief)
+    history.keep_until(int(state.phase), int(state.epoch))
+    writer = _summary_writer(config.job_dir, chief)
+
+    train_data = iter(
+        strategy.distribute_datasets_from_function(
+            lambda context: input_pipeline.make_train_dataset(info, config, context)
+        )
+    )
+    has_validation = info.has_split(contract.VALIDATION)
+    if has_validation:
+        val_data = strategy.distribute_datasets_from_function(
+            lambda context: input_pipeline.make_eval_dataset(
+                info, contract.VALIDATION, config, context
+            )
+        )
+        val_steps = input_pipeline.eval_steps(
+            info.num_examples[contract.VALIDATION], config.batch_size
+        )
+        eval_step = make_eval_step(model, strategy)
+
+    for phase_index, phase in enumerate(phases):
+        if phase_index < int(state.phase):
+            continue
+        variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
+        optimizer = optimizers[phase.name]
+        train_step = make_train_step(model, optimizer, variables, strategy, config)
+        logging.info(
+            "phase %s: %d trainable weights, up to %d epochs",
+            phase.name,
+            len(variables),
+            phase.epochs,
+        )
+        stop = False
+        while int(state.epoch) < phase.epochs and not stop:
+            loss_sum = correct = 0.0
+            done_before = int(state.step)
+            for _ in range(done_before, steps):
+                loss, step_correct, preempted = train_step(
+                    next(train_data), tf.constant(float(watch.received))
+                )
+                loss_sum += float(loss)
+                correct += float(step_correct)
+                state.step.assign_add(1)
+                state.global_step.assign_add(1)
+                if float(preempted) > 0:
+                    backup.save(int(state.global_step))
+                    logging.warning("preemption checkpoint saved; exiting to be restarted")
+                    sys.exit(EXIT_PREEMPTED)
+                if int(state.global_step) % config.checkpoint_every_steps == 0:
+                    backup.save(int(state.global_step))
+            ran = max(1, steps - done_before)
+            record = {
+                "phase": phase.name,
+                "phase_index": phase_index,
+                "epoch": int(state.epoch),
+                "loss": loss_sum / ran,
+                "accuracy": correct / (ran * config.batch_size),
+                "learning_rate": float(optimizer.learning_rate),
+            }
+            if has_validation:
+                val = evaluate(eval_step, val_data, val_steps)
+                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                stop = update_early_stopping(
+                    state, best, val["loss"], config.early_stopping_patience
+                )
+            logging.info("epoch %s", json.dumps(record))
+            history.add(record)
+            with writer.as_default(step=int(state.global_step)):
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+                    if key in record:
+                        tf.summary.scalar(f"{phase.name}/{key}", record[key])
+            state.epoch.assign_add(1)
+            state.step.assign(0)
+            backup.save(int(state.global_step))
+        if bool(state.has_best):
+            best.restore_into_model()  # early stopping keeps the best epoch's weights
+        state.phase.assign_add(1)
+        state.epoch.assign(0)
+        state.best_val_loss.assign(np.inf)
+        state.epochs_without_improvement.assign(0)
+        state.has_best.assign(False)
+        backup.save(int(state.global_step))
+    return save_final_weights(model, config.job_dir, strategy)
+
+
+def save_final_weights(model: keras.Model, job_dir: str, strategy) -> str:
+    """Saves the trained weights to JOB_DIR/checkpoints (every worker takes part)."""
+    directory = tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR)
+    write_dir = distribution.worker_write_dir(directory, strategy)
+    tf.train.Checkpoint(model=model).write(tf.io.gfile.join(write_dir, "final"))
+    if write_dir != directory:
+        tf.io.gfile.rmtree(write_dir)
+    return directory
+
+
+def final_weights_path(job_dir: str) -> str:
+    return tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, "final")
+
+
+def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas: int):
+    """Errors a user can make, each reported before any training starts."""
+    if not info.has_split(contract.TRAIN):
+        raise input_pipeline.DatasetError(
+            f"--data_dir {config.data_dir}: the train split has no examples; "
+            "add images or lower the validation/test fractions of --split"
+        )
+    if config.batch_size < replicas or config.batch_size % replicas:
+        suggestion = math.ceil(config.batch_size / replicas) * replicas
+        raise ValueError(
+            f"--batch_size {config.batch_size}: the global batch must be a multiple of the "
+            f"{replicas} replicas; use {suggestion}"
+        )
+    if not plan_phases(config):
+        raise ValueError("--head_epochs and --fine_tune_epochs are both 0: nothing to train")
+
+
+def check_job_dir_writable(job_dir: str):
+    try:
+        tf.io.gfile.makedirs(job_dir)
+        probe = tf.io.gfile.join(job_dir, ".objrec-write-probe")
+        with tf.io.gfile.GFile(probe, "w") as file:
+            file.write("ok")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        raise ValueError(
+            f"--job_dir {job_dir}: cannot write there ({error}); choose a writable directory"
+        ) from error
+
+
+def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -> dict:
+    """The non-distributed step after training: evaluate and export the final weights.
+
+    A fresh float32 model (whatever the training precision) is restored from
+    JOB_DIR/checkpoints, so the export is the same for every strategy.
+    """
+    keras.mixed_precision.set_global_policy("float32")
+    model = model_lib.build_model(info.num_classes, config.input_size, "none", config.dropout)
+    tf.train.Checkpoint(model=model).read(
+        final_weights_path(config.job_dir)
+    ).assert_existing_objects_matched()
+    split = evaluate_lib.evaluation_split(info)
+    true_ids, probabilities = evaluate_lib.predict_split(model, info, split, config)
+    metrics = evaluate_lib.classification_metrics(
+        true_ids, probabilities, info.labels, contract.top_k_for(info.num_classes)
+    )
+    metrics["split"] = split
+    evaluate_lib.write_metrics(config.job_dir, metrics)
+    module = export_lib.ServingModule(
+        model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
+    )
+    model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
+    export_dir = export_lib.export_saved_model(module, model_base_path)
+    logging.info(
+        "%s accuracy %.4f on %d examples; exported %s",
+        split,
+        metrics["accuracy"],
+        metrics["num_examples"],
+        export_dir,
+    )
+    return {
+        "export_dir": export_dir,
+        "split": split,
+        "accuracy": metrics["accuracy"],
+        "num_examples": metrics["num_examples"],
+    }
+
+
+def train_and_evaluate(config: TrainConfig) -> dict:
+    """Trains (or resumes), then the chief evaluates and exports. Returns a summary."""
+    num_gpus = len(tf.config.list_physical_devices("GPU"))
+    keras.mixed_precision.set_global_policy(
+        resolve_precision_policy(config.mixed_precision, num_gpus)
+    )
+    strategy = distribution.create_strategy(config.strategy)
+    info = input_pipeline.load_dataset_info(config.data_dir)
+    check_setup(config, info, strategy.num_replicas_in_sync)
+    check_job_dir_writable(config.job_dir)
+    chief = distribution.is_chief(strategy)
+    if chief:
+        with tf.io.gfile.GFile(tf.io.gfile.join(config.job_dir, contract.CONFIG_FILE), "w") as file:
+            file.write(config.to_json())
+    train(config, info, strategy)
+    if not chief:
+        return {}
+    return export_and_evaluate(config, info)
