@@ -189,7 +189,7 @@ def make_train_step(model, optimizer, variables, strategy, config: TrainConfig):
         )
         context = tf.distribute.get_replica_context()
         # Summed over every replica of every worker: > 0 when any worker got SIGTERM.
-        any_preempted = context.all_reduce(tf.distribute.ReduceOp.SUM, preempted)
+        any_preempted = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(preempted))
         return loss, correct, any_preempted
 
     @tf.function(jit_compile=config.jit_compile)
@@ -241,14 +241,14 @@ def update_early_stopping(
     state: TrainState, best: BestWeights, val_loss: float, patience: int
 ) -> bool:
     """Records an epoch's validation loss; True when the phase should stop."""
-    if val_loss < float(state.best_val_loss):
+    if val_loss < float(state.best_val_loss.numpy()):
         state.best_val_loss.assign(val_loss)
         state.epochs_without_improvement.assign(0)
         state.has_best.assign(True)
         best.keep()
         return False
     state.epochs_without_improvement.assign_add(1)
-    return patience > 0 and int(state.epochs_without_improvement) >= patience
+    return patience > 0 and int(state.epochs_without_improvement.numpy()) >= patience
 
 
 class History:
@@ -311,7 +311,7 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
     backup.restore()
     watch = PreemptionWatch()
     history = History(config.job_dir, chief)
-    history.keep_until(int(state.phase), int(state.epoch))
+    history.keep_until(int(state.phase.numpy()), int(state.epoch.numpy()))
     writer = _summary_writer(config.job_dir, chief)
 
     train_data = iter(
@@ -332,7 +332,7 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
         eval_step = make_eval_step(model, strategy)
 
     for phase_index, phase in enumerate(phases):
-        if phase_index < int(state.phase):
+        if phase_index < int(state.phase.numpy()):
             continue
         variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
         optimizer = optimizers[phase.name]
@@ -344,9 +344,9 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
             phase.epochs,
         )
         stop = False
-        while int(state.epoch) < phase.epochs and not stop:
+        while int(state.epoch.numpy()) < phase.epochs and not stop:
             loss_sum = correct = 0.0
-            done_before = int(state.step)
+            done_before = int(state.step.numpy())
             for _ in range(done_before, steps):
                 loss, step_correct, preempted = train_step(
                     next(train_data), tf.constant(float(watch.received))
@@ -356,16 +356,16 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
                 state.step.assign_add(1)
                 state.global_step.assign_add(1)
                 if float(preempted) > 0:
-                    backup.save(int(state.global_step))
+                    backup.save(int(state.global_step.numpy()))
                     logging.warning("preemption checkpoint saved; exiting to be restarted")
                     sys.exit(EXIT_PREEMPTED)
-                if int(state.global_step) % config.checkpoint_every_steps == 0:
-                    backup.save(int(state.global_step))
+                if int(state.global_step.numpy()) % config.checkpoint_every_steps == 0:
+                    backup.save(int(state.global_step.numpy()))
             ran = max(1, steps - done_before)
             record = {
                 "phase": phase.name,
                 "phase_index": phase_index,
-                "epoch": int(state.epoch),
+                "epoch": int(state.epoch.numpy()),
                 "loss": loss_sum / ran,
                 "accuracy": correct / (ran * config.batch_size),
                 "learning_rate": float(optimizer.learning_rate),
@@ -378,21 +378,21 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
                 )
             logging.info("epoch %s", json.dumps(record))
             history.add(record)
-            with writer.as_default(step=int(state.global_step)):
+            with writer.as_default(step=int(state.global_step.numpy())):
                 for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
                     if key in record:
                         tf.summary.scalar(f"{phase.name}/{key}", record[key])
             state.epoch.assign_add(1)
             state.step.assign(0)
-            backup.save(int(state.global_step))
-        if bool(state.has_best):
+            backup.save(int(state.global_step.numpy()))
+        if bool(state.has_best.numpy()):
             best.restore_into_model()  # early stopping keeps the best epoch's weights
         state.phase.assign_add(1)
         state.epoch.assign(0)
         state.best_val_loss.assign(np.inf)
         state.epochs_without_improvement.assign(0)
         state.has_best.assign(False)
-        backup.save(int(state.global_step))
+        backup.save(int(state.global_step.numpy()))
     return save_final_weights(model, config.job_dir, strategy)
 
 

@@ -1,0 +1,279 @@
+"""Trainer: configuration, strategy choice, the training loop, evaluation and export."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from objrec import contract
+from tests import dataset_fixtures
+from tests.conftest import TINY_TRAINING_FLAGS
+from trainer import config as config_lib
+from trainer import distribution, image_ops, input_pipeline, train
+from trainer import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_flags_override_config_defaults():
+    config = config_lib.parse_flags(
+        ["--data_dir", "d", "--job_dir", "j", "--batch_size", "64", "--jit_compile"]
+    )
+    assert config.batch_size == 64
+    assert config.jit_compile is True
+    assert config.input_size == 224
+    assert config.model_name == contract.DEFAULT_MODEL_NAME
+
+
+def test_vertex_model_dir_is_the_default_job_dir(monkeypatch):
+    monkeypatch.setenv("AIP_MODEL_DIR", "gs://bucket/model")
+    assert config_lib.parse_flags(["--data_dir", "d"]).job_dir == "gs://bucket/model"
+
+
+@pytest.mark.parametrize(
+    ("requested", "tf_config", "gpus", "expected"),
+    [
+        ("auto", {}, 0, "one_device"),
+        ("auto", {}, 4, "mirrored"),
+        ("auto", distribution.build_tf_config(["a:1", "b:1"], 1), 1, "multi_worker"),
+        ("auto", {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}}, 0, "multi_worker"),
+        ("auto", {"cluster": {"worker": ["a:1"]}}, 0, "one_device"),
+        ("mirrored", {}, 0, "mirrored"),
+    ],
+)
+def test_strategy_choice(requested, tf_config, gpus, expected):
+    assert distribution.resolve_strategy_name(requested, tf_config, gpus) == expected
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="--strategy"):
+        distribution.resolve_strategy_name("tpu", {}, 0)
+
+
+def test_precision_policy_choice():
+    assert train.resolve_precision_policy("auto", num_gpus=0) == "float32"
+    assert train.resolve_precision_policy("auto", num_gpus=2) == "mixed_float16"
+    assert train.resolve_precision_policy("bfloat16", num_gpus=0) == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="--mixed_precision"):
+        train.resolve_precision_policy("int8", num_gpus=0)
+
+
+def test_phases_and_steps():
+    config = config_lib.TrainConfig(data_dir="d", job_dir="j", head_epochs=0)
+    assert [p.name for p in train.plan_phases(config)] == ["fine_tune"]
+    assert train.steps_per_epoch(10_000, 64) == 156
+    assert train.steps_per_epoch(3, 64) == 1
+
+
+def test_fine_tune_from_unfreezes_from_the_named_stage():
+    model = model_lib.build_model(3, 32, "none")
+    head = model_lib.set_phase_trainable(model, "head", "conv5_block1")
+    assert len(head) == 2  # the dense kernel and bias
+    tuned = model_lib.set_phase_trainable(model, "fine_tune", "conv5_block1")
+    names = [v.path for v in tuned]
+    assert any("conv5_block1" in n for n in names)
+    assert not any("conv4_" in n for n in names)
+    with pytest.raises(ValueError, match="--fine_tune_from"):
+        model_lib.set_phase_trainable(model, "fine_tune", "conv9")
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path):
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = str(tmp_path / "other.weights.h5")
+    other.save_weights(path)
+    with pytest.raises(model_lib.WeightsError, match="--weights"):
+        model_lib.build_model(3, 32, path)
+
+
+def test_eval_pipeline_covers_each_example_once(tiny_dataset):
+    info = input_pipeline.load_dataset_info(tiny_dataset)
+    config = config_lib.TrainConfig(data_dir=tiny_dataset, job_dir="j", input_size=32, batch_size=5)
+    weights = [
+        w
+        for _, _, batch in input_pipeline.make_eval_dataset(info, "validation", config)
+        for w in batch.numpy()
+    ]
+    assert sum(weights) == 12
+    assert len(weights) == 15  # padded to 3 whole batches of 5
+
+
+def test_dataset_errors_name_the_input(tmp_path):
+    with pytest.raises(input_pipeline.DatasetError, match="metadata.json"):
+        input_pipeline.load_dataset_info(str(tmp_path))
+    data_dir = dataset_fixtures.write_dataset(str(tmp_path / "d"), {"train": 3})
+    with open(os.path.join(data_dir, contract.LABELS_FILE), "w") as file:
+        file.write("x\ny\n")
+    with pytest.raises(input_pipeline.DatasetError, match="labels"):
+        input_pipeline.load_dataset_info(data_dir)
+
+
+def test_training_writes_the_job_directory(trained_job):
+    job_dir = trained_job["job_dir"]
+    export_dir = trained_job["summary"]["export_dir"]
+    assert export_dir == os.path.join(job_dir, "export", "objrec", "1")
+    with open(os.path.join(job_dir, "eval", "metrics.json")) as file:
+        metrics = json.load(file)
+    assert metrics["split"] == "test"
+    assert metrics["num_examples"] == 12
+    assert metrics["labels"] == list(dataset_fixtures.LABELS)
+    assert np.array(metrics["confusion_matrix"]).sum() == 12
+    for key in ("accuracy", "top_k_accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0.0 <= metrics[key] <= 1.0
+    with open(os.path.join(job_dir, "eval", "history.json")) as file:
+        history = json.load(file)
+    assert [(e["phase"], e["epoch"]) for e in history] == [("head", 0), ("fine_tune", 0)]
+    assert os.listdir(os.path.join(job_dir, "logs"))
+
+
+def _signature(export_dir: str, name: str):
+    return tf.saved_model.load(export_dir).signatures[name]
+
+
+def test_saved_model_signatures_follow_the_contract(trained_job):
+    loaded = tf.saved_model.load(trained_job["summary"]["export_dir"])
+    serving = loaded.signatures[contract.SERVING_SIGNATURE]
+    _, inputs = serving.structured_input_signature
+    assert inputs[contract.INPUT_IMAGE_BYTES].dtype == tf.string
+    outputs = serving.structured_outputs
+    assert outputs[contract.OUTPUT_PROBABILITIES].shape.as_list() == [None, 3]
+    assert outputs[contract.OUTPUT_TOP_K_CLASSES].dtype == tf.string
+    assert outputs[contract.OUTPUT_TOP_K_CLASS_IDS].dtype == tf.int64
+    assert outputs[contract.OUTPUT_VALID].dtype == tf.bool
+    pixels = loaded.signatures[contract.PIXELS_SIGNATURE]
+    _, inputs = pixels.structured_input_signature
+    assert inputs[contract.INPUT_IMAGES].shape.as_list() == [None, 32, 32, 3]
+    assert inputs[contract.INPUT_IMAGES].dtype == tf.uint8
+
+
+def _trained_keras_model(trained_job):
+    config = trained_job["config"]
+    model = model_lib.build_model(3, config.input_size, "none")
+    tf.train.Checkpoint(model=model).read(train.final_weights_path(config.job_dir)).expect_partial()
+    return model
+
+
+def test_saved_model_equals_keras_on_the_same_image(trained_job):
+    """Round trip: JPEG and PNG bytes and pixels through the SavedModel vs the Keras model."""
+    model = _trained_keras_model(trained_job)
+    rng = np.random.default_rng(3)
+    pixels = dataset_fixtures.class_image(1, 32, rng)
+    jpeg = dataset_fixtures.jpeg_bytes(pixels)
+    png = tf.io.encode_png(pixels).numpy()
+    export_dir = trained_job["summary"]["export_dir"]
+    serving = _signature(export_dir, contract.SERVING_SIGNATURE)
+    result = serving(image_bytes=tf.constant([jpeg, png, b"not an image"]))
+    for index, data in enumerate((jpeg, png)):
+        image = image_ops.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, 10**6)
+        expected = model(image[tf.newaxis], training=False).numpy()[0]
+        np.testing.assert_allclose(
+            result[contract.OUTPUT_PROBABILITIES][index], expected, atol=1e-4
+        )
+    assert result[contract.OUTPUT_VALID].numpy().tolist() == [True, True, False]
+    assert not result[contract.OUTPUT_PROBABILITIES][2].numpy().any()
+    top_classes = result[contract.OUTPUT_TOP_K_CLASSES].numpy()
+    top_ids = result[contract.OUTPUT_TOP_K_CLASS_IDS].numpy()
+    assert top_classes.shape == (3, 3)
+    assert [c.decode() for c in top_classes[0]] == [dataset_fixtures.LABELS[i] for i in top_ids[0]]
+    by_pixels = _signature(export_dir, contract.PIXELS_SIGNATURE)(
+        images=tf.constant(pixels[np.newaxis])
+    )
+    np.testing.assert_allclose(
+        by_pixels[contract.OUTPUT_PROBABILITIES][0],
+        model(pixels[np.newaxis].astype("float32"), training=False)[0],
+        atol=1e-4,
+    )
+
+
+def test_mirrored_step_equals_one_device_step(tiny_dataset, tmp_path):
+    """One step on 2 replicas x 4 images gives the weights of one device x 8 images."""
+    info = input_pipeline.load_dataset_info(tiny_dataset)
+    config = config_lib.TrainConfig(
+        data_dir=tiny_dataset,
+        job_dir=str(tmp_path),
+        input_size=32,
+        batch_size=8,
+        weights="none",
+        fine_tune_from="all",
+        dropout=0.0,
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+    results = []
+    for strategy in (
+        tf.distribute.OneDeviceStrategy("/cpu:0"),
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+    ):
+        tf.keras.utils.set_random_seed(7)
+        with strategy.scope():
+            model = model_lib.build_model(info.num_classes, 32, "none", dropout=0.0)
+            variables = model_lib.set_phase_trainable(model, "head", "all")
+            phase = train.Phase("head", 1, 1e-2)
+            optimizer = train.make_optimizer(phase, 1, config, variables)
+        step = train.make_train_step(model, optimizer, variables, strategy, config)
+        data = tf.data.Dataset.from_tensors((images, labels))
+        batch = next(iter(strategy.experimental_distribute_dataset(data)))
+        loss, correct, preempted = step(batch, tf.constant(0.0))
+        results.append((float(loss), [v.numpy() for v in variables]))
+        assert float(preempted) == 0
+    (loss_one, weights_one), (loss_two, weights_two) = results
+    assert loss_two == pytest.approx(loss_one, rel=1e-4)
+    for a, b in zip(weights_one, weights_two, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_workers_train_together_and_one_export_results(tiny_dataset, tmp_path):
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    job_dir = str(tmp_path / "job")
+    flags = [*TINY_TRAINING_FLAGS]
+    flags[flags.index("--strategy") + 1] = "multi_worker"
+    processes = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(distribution.build_tf_config(addresses, index)),
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "trainer.task",
+                    "--data_dir",
+                    tiny_dataset,
+                    "--job_dir",
+                    job_dir,
+                    *flags,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    assert "2 replicas in sync" in outputs[0]
+    assert os.listdir(os.path.join(job_dir, "export", "objrec")) == ["1"]
+    assert "SavedModel" in outputs[0] and "SavedModel" not in outputs[1]
+    assert not [
+        name for name in os.listdir(os.path.join(job_dir, "backup")) if name.startswith(".worker")
+    ]
