@@ -1,0 +1,55 @@
+"""TF Serving's model APIs answered from a ModelManager, shared by the gRPC and REST servers."""
+
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, status_pb2
+
+from serving import status
+from serving.model_manager import ModelManager, VersionState
+
+SIGNATURE_DEF_FIELD = "signature_def"
+_UNKNOWN_ERROR_CODE = 2  # tensorflow.error.Code.UNKNOWN, for a version that failed to load
+
+
+def model_metadata(
+    manager: ModelManager, request: get_model_metadata_pb2.GetModelMetadataRequest
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """The served version's SignatureDefMap packed into Any, as TF Serving answers it."""
+    if not request.HasField("model_spec"):
+        raise status.invalid_argument("Missing ModelSpec")
+    if not request.metadata_field:
+        raise status.invalid_argument(
+            "GetModelMetadataRequest must specify at least one metadata_field"
+        )
+    for field in request.metadata_field:
+        if field != SIGNATURE_DEF_FIELD:
+            raise status.invalid_argument(f"Metadata field {field} is not supported")
+    servable = manager.servable(request.model_spec)
+    signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in servable.signature_defs.items():
+        signature_def_map.signature_def[key].CopyFrom(signature)
+    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=servable.model_spec())
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map)
+    return response
+
+
+def model_status(
+    manager: ModelManager, request: get_model_status_pb2.GetModelStatusRequest
+) -> get_model_status_pb2.GetModelStatusResponse:
+    """Every version's state, or the pinned version's, as TF Serving's GetModelStatus."""
+    if not request.HasField("model_spec"):
+        raise status.invalid_argument("Missing ModelSpec")
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    states = manager.version_states(spec.name, version)
+    return get_model_status_pb2.GetModelStatusResponse(
+        model_version_status=[version_status(state) for state in states]
+    )
+
+
+def version_status(state: VersionState) -> get_model_status_pb2.ModelVersionStatus:
+    """One ModelVersionStatus: state enum plus an OK or error StatusProto."""
+    error_code = _UNKNOWN_ERROR_CODE if state.error_message else 0
+    return get_model_status_pb2.ModelVersionStatus(
+        version=state.version,
+        state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state),
+        status=status_pb2.StatusProto(error_code=error_code, error_message=state.error_message),
+    )

@@ -1,0 +1,45 @@
+"""Configuration of the local model server; `serving.server` flags override these defaults."""
+
+import dataclasses
+
+from objrec import contract
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """What `python -m serving.server` serves, and how.
+
+    Attributes:
+        model_base_path: directory (local or gs://) holding integer version subdirectories.
+        model_name: the name clients put in ModelSpec.name.
+        port: gRPC port; 0 picks a free one (tests).
+        rest_api_port: REST port; None serves no REST API, 0 picks a free one.
+        host: address both servers bind to; TF Serving binds every interface.
+        num_versions: how many of the newest versions stay loaded (TF Serving's
+            `latest {num_versions: N}` policy; 1 is its default).
+        file_system_poll_wait_seconds: how often to look for new versions; 0 or less looks
+            only at startup.
+        grpc_max_threads: requests served at once.
+        max_message_bytes: largest request or response; bigger requests get RESOURCE_EXHAUSTED.
+            64 MiB fits a batch of 16 photos of 4 MB each.
+        enable_model_warmup: replay `assets.extra/tf_serving_warmup_requests` after loading.
+        tensorflow_session_parallelism: TensorFlow intra- and inter-op threads; 0 lets
+            TensorFlow choose.
+        grace_period_seconds: how long running requests may finish after SIGTERM; Kubernetes
+            allows 30 s before it kills the pod.
+    """
+
+    model_base_path: str
+    model_name: str = contract.DEFAULT_MODEL_NAME
+    port: int = contract.DEFAULT_GRPC_PORT
+    rest_api_port: int | None = None
+    host: str = "0.0.0.0"
+    num_versions: int = 1
+    file_system_poll_wait_seconds: float = 1.0
+    grpc_max_threads: int = 16
+    max_message_bytes: int = 64 * MIB
+    enable_model_warmup: bool = True
+    tensorflow_session_parallelism: int = 0
+    grace_period_seconds: float = 10.0

@@ -1,0 +1,236 @@
+"""Which versions of a model are loaded, following TF Serving's file-system source and policy.
+
+Like TF Serving with a single `--model_base_path`: every integer-named directory under the base
+path is a version; the newest `num_versions` of them are aspired (TF Serving's default version
+policy, `latest {num_versions: 1}`); the base path is polled for new versions; an old version is
+unloaded only once an aspired one is available (TF Serving's AvailabilityPreservingPolicy), so a
+broken export never takes the model down.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2
+
+from serving import status, warmup
+from serving.servable import SavedModelServable
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+# ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
+LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionState:
+    """Where one version is in its life: LOADING, AVAILABLE or END (unloaded or failed)."""
+
+    version: int
+    state: str
+    error_message: str = ""
+
+
+def list_versions(model_base_path: str) -> list[int]:
+    """Integer-named version directories holding a complete SavedModel, newest first.
+
+    Other entries (`tmp-3`, `3.partial`, files) are ignored, as TF Serving does; a version
+    directory without `saved_model.pb` yet is still being written and is skipped until it has one.
+    """
+    versions = []
+    for entry in tf.io.gfile.listdir(model_base_path):
+        name = entry.rstrip("/")
+        if name.isdigit() and is_saved_model_dir(os.path.join(model_base_path, name)):
+            versions.append(int(name))
+    return sorted(versions, reverse=True)
+
+
+def is_saved_model_dir(path: str) -> bool:
+    """Whether `path` holds a SavedModel's graph file."""
+    return any(tf.io.gfile.exists(os.path.join(path, name)) for name in SAVED_MODEL_FILES)
+
+
+class ModelManager:
+    """Loads, serves and unloads the versions of one model under its base path."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_base_path: str,
+        num_versions: int = 1,
+        enable_model_warmup: bool = True,
+        session_config: tf.compat.v1.ConfigProto | None = None,
+        on_availability_change: Callable[[bool], None] | None = None,
+    ):
+        self.model_name = model_name
+        self.model_base_path = model_base_path
+        self._num_versions = num_versions
+        self._enable_model_warmup = enable_model_warmup
+        self._session_config = session_config
+        self._on_availability_change = on_availability_change
+        self._lock = threading.Lock()  # guards _servables and _states
+        self._refresh_lock = threading.Lock()  # one refresh at a time
+        self._servables: dict[int, SavedModelServable] = {}
+        self._states: dict[int, VersionState] = {}
+        self._stop_polling = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Loads newly aspired versions, then unloads the ones no longer aspired."""
+        with self._refresh_lock:
+            aspired = list_versions(self.model_base_path)[: self._num_versions]
+            for version in aspired:
+                if version not in self._states:
+                    self._load(version)
+            if any(version in self._servables for version in aspired):
+                for version in set(self._servables) - set(aspired):
+                    self._unload(version)
+            if not aspired:
+                logging.warning(
+                    "No versions of servable %s found under base path %s",
+                    self.model_name,
+                    self.model_base_path,
+                )
+
+    def start_polling(self, poll_wait_seconds: float) -> None:
+        """Calls `refresh` every `poll_wait_seconds` on a daemon thread until `close`."""
+        self._poller = threading.Thread(
+            target=self._poll, args=(poll_wait_seconds,), name="version-poller", daemon=True
+        )
+        self._poller.start()
+
+    def servable(self, model_spec: model_pb2.ModelSpec) -> SavedModelServable:
+        """The loaded version a request's ModelSpec names: pinned, or else the newest.
+
+        Raises:
+            status.ServingError: INVALID_ARGUMENT without a name, NOT_FOUND for an unknown model
+                or a version that is not loaded (TF Serving's messages).
+        """
+        if not model_spec.name:
+            raise status.invalid_argument("ModelSpec has no name specified.")
+        if model_spec.WhichOneof("version_choice") == "version_label":
+            raise status.invalid_argument(
+                f"Unrecognized servable version label: {model_spec.version_label}"
+            )
+        pinned = model_spec.version.value if model_spec.HasField("version") else None
+        with self._lock:
+            if model_spec.name == self.model_name and self._servables:
+                version = max(self._servables) if pinned is None else pinned
+                if version in self._servables:
+                    return self._servables[version]
+        request = (
+            f"Specific({model_spec.name}, {pinned})"
+            if pinned is not None
+            else f"Latest({model_spec.name})"
+        )
+        raise status.not_found(f"Servable not found for request: {request}")
+
+    def version_states(self, model_name: str, version: int | None = None) -> list[VersionState]:
+        """States of every version seen (newest first), or of one version.
+
+        Raises:
+            status.ServingError: NOT_FOUND, with TF Serving's GetModelStatus messages.
+        """
+        with self._lock:
+            states = dict(self._states) if model_name == self.model_name else {}
+        if version is not None:
+            if version not in states:
+                raise status.not_found(f"Could not find version {version} of model {model_name}")
+            return [states[version]]
+        if not states:
+            raise status.not_found(f"Could not find any versions of model {model_name}")
+        return [states[v] for v in sorted(states, reverse=True)]
+
+    def is_available(self) -> bool:
+        """Whether at least one version is loaded and answering."""
+        with self._lock:
+            return bool(self._servables)
+
+    def close(self) -> None:
+        """Stops polling and unloads every version."""
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join()
+        with self._refresh_lock:
+            for version in list(self._servables):
+                self._unload(version)
+
+    def _poll(self, poll_wait_seconds: float) -> None:
+        while not self._stop_polling.wait(poll_wait_seconds):
+            try:
+                self.refresh()
+            except (OSError, tf.errors.OpError) as error:
+                # A base path that is briefly unreadable (network file system) must not kill
+                # the poller: keep serving what is loaded and look again next time.
+                logging.warning("Polling %s failed: %s", self.model_base_path, error)
+
+    def _load(self, version: int) -> None:
+        export_dir = os.path.join(self.model_base_path, str(version))
+        logging.info("Loading servable: {name: %s version: %d}", self.model_name, version)
+        self._set_state(VersionState(version, LOADING))
+        try:
+            servable = SavedModelServable(
+                self.model_name, version, export_dir, self._session_config
+            )
+            if self._enable_model_warmup:
+                run_warmup(servable)
+        except Exception as error:
+            # Whatever breaks a load (a corrupt export, a failing warmup request), TF Serving
+            # marks the version END with the error and keeps serving what it had; the version
+            # is not retried until the server restarts.
+            logging.error(
+                "Loading servable %s version %d failed: %s", self.model_name, version, error
+            )
+            self._set_state(VersionState(version, END, str(error)))
+            return
+        with self._lock:
+            self._servables[version] = servable
+            self._states[version] = VersionState(version, AVAILABLE)
+        logging.info(
+            "Successfully loaded servable version {name: %s version: %d}", self.model_name, version
+        )
+        self._notify()
+
+    def _unload(self, version: int) -> None:
+        with self._lock:
+            servable = self._servables.pop(version)
+            self._states[version] = VersionState(version, END)
+        # Requests already running hold their own reference to the servable; closing the
+        # session under them would fail them, so the session is closed when the last one
+        # lets go (tf.compat.v1.Session closes itself when garbage collected).
+        del servable
+        logging.info("Unloaded servable version {name: %s version: %d}", self.model_name, version)
+        self._notify()
+
+    def _set_state(self, state: VersionState) -> None:
+        with self._lock:
+            self._states[state.version] = state
+
+    def _notify(self) -> None:
+        if self._on_availability_change is not None:
+            self._on_availability_change(self.is_available())
+
+
+def run_warmup(servable: SavedModelServable) -> int:
+    """Replays the version's warmup PredictionLogs; returns how many ran.
+
+    Raises:
+        ValueError: a record is not a Predict log, or there are too many.
+        status.ServingError: a warmup request fails, which fails the load as in TF Serving.
+    """
+    count = 0
+    for log in warmup.read_warmup_file(servable.export_dir):
+        if log.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"Unsupported log_type for warmup: {log.WhichOneof('log_type')}")
+        servable.predict(log.predict_log.request)
+        count += 1
+    if count:
+        logging.info(
+            "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+            servable.export_dir,
+            count,
+        )
+    return count

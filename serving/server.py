@@ -1,0 +1,317 @@
+"""A local model server speaking TF Serving's gRPC (and REST) API, for development and tests.
+
+No `tensorflow_model_server` binary is installable here, so this server stands in for it: it
+loads each SavedModel version through its SignatureDefs exactly as TF Serving does (see
+servable.py) and answers `tensorflow.serving.PredictionService`, `ModelService` and
+`grpc.health.v1.Health` with TF Serving's status codes and messages. Clients cannot tell the
+difference, so the same client code talks to TF Serving on Kubernetes.
+
+Run it on a trainer's export (local path or gs://):
+
+    python -m serving.server --model_base_path JOB_DIR/export/objrec --model_name objrec \
+        --port 8500 --rest_api_port 8501
+    python -m serving.server --model_base_path gs://BUCKET/JOB_DIR/export/objrec \
+        --model_name objrec --port 8500
+
+or through the console script `objrec-serve` with the same flags.
+"""
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+
+import grpc
+import tensorflow as tf
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving import apis, status
+from serving.config import ServerConfig
+from serving.model_manager import ModelManager
+from serving.rest import RestApiServer
+
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+
+
+def aborts_on_error(method: Callable) -> Callable:
+    """Turns ServingErrors into the gRPC status TF Serving would answer with."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except status.ServingError as error:
+            context.abort(error.code, error.message)
+        except Exception:
+            logging.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} internal error")
+
+    return wrapper
+
+
+def unimplemented(context: grpc.ServicerContext, method: str) -> None:
+    """Aborts with UNIMPLEMENTED for an API objrec's models do not use."""
+    context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"{method} is not supported by the objrec development server: use Predict",
+    )
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService over a ModelManager."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    @aborts_on_error
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        if not request.HasField("model_spec"):
+            raise status.invalid_argument("Missing ModelSpec")
+        return self._manager.servable(request.model_spec).predict(request)
+
+    @aborts_on_error
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return apis.model_metadata(self._manager, request)
+
+    def Classify(self, request, context):  # noqa: N802
+        unimplemented(context, "Classify")
+
+    def Regress(self, request, context):  # noqa: N802
+        unimplemented(context, "Regress")
+
+    def MultiInference(self, request, context):  # noqa: N802
+        unimplemented(context, "MultiInference")
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService: version states; config reloads are not supported."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    @aborts_on_error
+    def GetModelStatus(self, request, context):  # noqa: N802
+        return apis.model_status(self._manager, request)
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        unimplemented(context, "HandleReloadConfigRequest")
+
+
+class ModelServer:
+    """The model manager behind a gRPC server (and optionally a REST one).
+
+    Usable in-process, e.g. in tests:
+
+        with ModelServer(ServerConfig(base_path, port=0, host="127.0.0.1")) as server:
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    """
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self._health = health.HealthServicer()
+        self._set_health(False)
+        self.manager = ModelManager(
+            config.model_name,
+            config.model_base_path,
+            num_versions=config.num_versions,
+            enable_model_warmup=config.enable_model_warmup,
+            session_config=session_config(config.tensorflow_session_parallelism),
+            on_availability_change=self._set_health,
+        )
+        self._grpc_server: grpc.Server | None = None
+        self._rest_server: RestApiServer | None = None
+        self.port: int | None = None
+
+    @property
+    def rest_port(self) -> int | None:
+        """The bound REST port, None without a REST API."""
+        return self._rest_server.port if self._rest_server else None
+
+    def start(self) -> int:
+        """Loads the newest version(s), starts serving and polling; returns the gRPC port.
+
+        Raises:
+            OSError: a port cannot be bound.
+        """
+        self.manager.refresh()
+        try:
+            self.port = self._start_grpc()
+            if self.config.rest_api_port is not None:
+                self._rest_server = RestApiServer(self.manager, self.config.max_message_bytes)
+                self._rest_server.start(self.config.host, self.config.rest_api_port)
+        except OSError:
+            self.stop(grace=0)
+            raise
+        if self.config.file_system_poll_wait_seconds > 0:
+            self.manager.start_polling(self.config.file_system_poll_wait_seconds)
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuses new requests, lets running ones finish for `grace` seconds, unloads."""
+        grace = self.config.grace_period_seconds if grace is None else grace
+        self._health.enter_graceful_shutdown()
+        if self._rest_server is not None:
+            self._rest_server.stop()
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace).wait()
+        self.manager.close()
+
+    def __enter__(self) -> "ModelServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _start_grpc(self) -> int:
+        self._grpc_server = self._build_grpc_server()
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            port = self._grpc_server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc's only signal that the port is taken
+            raise OSError(f"cannot bind gRPC port {address}: {error}") from None
+        self._grpc_server.start()
+        return port
+
+    def _build_grpc_server(self) -> grpc.Server:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.grpc_max_threads, thread_name_prefix="grpc"
+            ),
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
+                # A single port per server: a second server on the same port is a mistake
+                # that SO_REUSEPORT would silently turn into load balancing.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.manager), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.manager), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        return server
+
+    def _set_health(self, available: bool) -> None:
+        # Like TF Serving's --enable_grpc_healthcheck_service: SERVING once a version answers,
+        # so a Kubernetes grpc probe keeps traffic away until then.
+        serving_status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", PREDICTION_SERVICE):
+            self._health.set(service, serving_status)
+
+
+def session_config(parallelism: int) -> tf.compat.v1.ConfigProto:
+    """Session threads as TF Serving's --tensorflow_session_parallelism sets them."""
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=parallelism, inter_op_parallelism_threads=parallelism
+    )
+
+
+def serve(config: ServerConfig) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    stop_requested = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop_requested.set())
+    server = ModelServer(config)
+    port = server.start()
+    logging.info("Running gRPC ModelServer at %s:%d ...", config.host, port)
+    if server.rest_port is not None:
+        logging.info("Exporting HTTP/REST API at %s:%d ...", config.host, server.rest_port)
+    # Waiting with a timeout keeps the main thread responsive to signals.
+    while not stop_requested.wait(timeout=1.0):
+        pass
+    logging.info("Shutting down, %.0f s for running requests", config.grace_period_seconds)
+    server.stop()
+
+
+def parse_bool(text: str) -> bool:
+    """`true`/`false` flag values, as TF Serving's `--enable_model_warmup=false`."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_args(argv: Sequence[str] | None) -> ServerConfig:
+    """Command line (TF Serving's flag names) → ServerConfig."""
+    defaults = ServerConfig(model_base_path="")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model_base_path",
+        required=True,
+        help="JOB_DIR/export/objrec: holds integer version directories",
+    )
+    parser.add_argument("--model_name", default=defaults.model_name)
+    parser.add_argument("--port", type=int, default=defaults.port, help="gRPC port")
+    parser.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=0,
+        help="REST port; 0 (the default) serves no REST API, like TF Serving",
+    )
+    parser.add_argument("--host", default=defaults.host, help="address to bind")
+    parser.add_argument(
+        "--num_versions",
+        type=int,
+        default=defaults.num_versions,
+        help="how many of the newest versions to keep loaded",
+    )
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=defaults.file_system_poll_wait_seconds,
+    )
+    parser.add_argument("--grpc_max_threads", type=int, default=defaults.grpc_max_threads)
+    parser.add_argument(
+        "--max_message_bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="largest gRPC request or response",
+    )
+    parser.add_argument(
+        "--enable_model_warmup", type=parse_bool, default=defaults.enable_model_warmup
+    )
+    parser.add_argument(
+        "--tensorflow_session_parallelism",
+        type=int,
+        default=defaults.tensorflow_session_parallelism,
+    )
+    parser.add_argument("--grace_period_seconds", type=float, default=defaults.grace_period_seconds)
+    args = parser.parse_args(argv)
+    if args.num_versions < 1:
+        parser.error(f"--num_versions {args.num_versions}: keep at least 1 version loaded")
+    if not tf.io.gfile.isdir(args.model_base_path):
+        parser.error(
+            f"--model_base_path {args.model_base_path} is not a directory: "
+            "point it at JOB_DIR/export/objrec"
+        )
+    fields = vars(args)
+    fields["rest_api_port"] = args.rest_api_port or None
+    return ServerConfig(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m serving.server` and `objrec-serve`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = parse_args(argv)
+    try:
+        serve(config)
+    except OSError as error:
+        sys.exit(f"objrec-serve: {error}: pick a free --port or --rest_api_port")
+
+
+if __name__ == "__main__":
+    main()

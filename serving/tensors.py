@@ -1,0 +1,67 @@
+"""NumPy arrays ↔ TensorProto, the way TF Serving writes them on the wire."""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+# The typed repeated field TF Serving fills for each dtype: its Predict answers with
+# Tensor::AsProtoField, and clients written against it read e.g. `outputs[k].float_val`.
+_VALUE_FIELDS = {
+    tf.float32: "float_val",
+    tf.float64: "double_val",
+    tf.int8: "int_val",
+    tf.int16: "int_val",
+    tf.int32: "int_val",
+    tf.uint8: "int_val",
+    tf.uint16: "int_val",
+    tf.int64: "int64_val",
+    tf.uint32: "uint32_val",
+    tf.uint64: "uint64_val",
+    tf.bool: "bool_val",
+}
+
+
+def to_tensor_proto(values: np.ndarray) -> tensor_pb2.TensorProto:
+    """A TensorProto with typed value fields (`float_val`, `string_val`, ...), not tensor_content.
+
+    Strings (NumPy object, bytes or str arrays) become DT_STRING; a dtype without a typed
+    field of its own falls back to `tf.make_tensor_proto`.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "OSU":
+        proto = _empty_proto(types_pb2.DT_STRING, values.shape)
+        proto.string_val.extend(_as_bytes(value) for value in values.flat)
+        return proto
+    dtype = tf.as_dtype(values.dtype)
+    field = _VALUE_FIELDS.get(dtype)
+    if field is None:
+        return tf.make_tensor_proto(values)
+    proto = _empty_proto(dtype.as_datatype_enum, values.shape)
+    getattr(proto, field).extend(values.ravel().tolist())
+    return proto
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The NumPy array a TensorProto holds, in either encoding; strings come back as bytes."""
+    return tf.make_ndarray(proto)
+
+
+def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The shape a TensorProto declares, without decoding its values."""
+    return tuple(dim.size for dim in proto.tensor_shape.dim)
+
+
+def dtype_name(dtype: int) -> str:
+    """`DT_STRING` for types_pb2.DT_STRING: the spelling TF Serving's messages use."""
+    return types_pb2.DataType.Name(dtype)
+
+
+def _empty_proto(dtype: int, shape: tuple[int, ...]) -> tensor_pb2.TensorProto:
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in shape]
+    return tensor_pb2.TensorProto(
+        dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims)
+    )
+
+
+def _as_bytes(value: object) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)

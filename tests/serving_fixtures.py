@@ -1,0 +1,124 @@
+"""A tiny stand-in for the trainer's export, with exactly the SavedModel signature contract.
+
+`serving/` must rely on the contract only (DESIGN.md, "SavedModel signatures"), so its tests run
+against this toy model: same signature names, input and output keys, dtypes and shapes as the
+real export, a fixed random dense layer instead of ResNet50. Saved with `tf.saved_model.save`
+like the trainer's export, with variables, so loading it exercises variable restore too.
+"""
+
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from objrec import contract
+
+# Leading bytes of the formats the contract accepts: JPEG, PNG, GIF, BMP. Checked before decoding
+# so that a non-image input gives valid=False instead of an op error failing the whole batch.
+IMAGE_MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+class ToyClassifier(tf.Module):
+    """Resize, one fixed dense layer, softmax, top-k: the real export's signatures, tiny."""
+
+    def __init__(self, labels: Sequence[str], input_size: int, seed: int = 0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        num_features = input_size * input_size * 3
+        self.input_size = input_size
+        self.top_k = contract.top_k_for(len(labels))
+        self.labels = tf.constant(list(labels))
+        self.kernel = tf.Variable(rng.normal(size=(num_features, len(labels))).astype(np.float32))
+        self.bias = tf.Variable(rng.normal(size=(len(labels),)).astype(np.float32))
+
+        size = input_size
+        self.serve_image_bytes = tf.function(
+            self._serve_image_bytes,
+            input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)],
+        )
+        self.serve_images = tf.function(
+            self._serve_images,
+            input_signature=[
+                tf.TensorSpec([None, size, size, 3], tf.uint8, name=contract.INPUT_IMAGES)
+            ],
+        )
+
+    def _serve_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels, valid = tf.map_fn(
+            self._decode_one,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec([self.input_size, self.input_size, 3], tf.float32),
+                tf.TensorSpec([], tf.bool),
+            ),
+        )
+        return self._classify(pixels, valid)
+
+    def _serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        valid = tf.ones(tf.shape(images)[:1], tf.bool)
+        return self._classify(tf.cast(images, tf.float32), valid)
+
+    def _decode_one(self, encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        is_image = tf.reduce_any(
+            [tf.strings.substr(encoded, 0, len(magic)) == magic for magic in IMAGE_MAGIC_BYTES]
+        )
+        blank = tf.zeros([self.input_size, self.input_size, 3], tf.float32)
+        pixels = tf.cond(is_image, lambda: self._decode_and_resize(encoded), lambda: blank)
+        return pixels, is_image
+
+    def _decode_and_resize(self, encoded: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return tf.image.resize(tf.cast(image, tf.float32), [self.input_size, self.input_size])
+
+    def _classify(self, pixels: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = tf.reshape(pixels / 255.0, [tf.shape(pixels)[0], -1])
+        probabilities = tf.nn.softmax(tf.matmul(features, self.kernel) + self.bias)
+        probabilities = tf.where(valid[:, None], probabilities, tf.zeros_like(probabilities))
+        top_k = tf.math.top_k(probabilities, k=self.top_k)
+        class_ids = tf.cast(top_k.indices, tf.int64)
+        return {
+            contract.OUTPUT_PROBABILITIES: probabilities,
+            contract.OUTPUT_TOP_K_CLASSES: tf.gather(self.labels, class_ids),
+            contract.OUTPUT_TOP_K_SCORES: top_k.values,
+            contract.OUTPUT_TOP_K_CLASS_IDS: class_ids,
+            contract.OUTPUT_VALID: valid,
+        }
+
+
+def export_toy_model(
+    base_path: str | pathlib.Path,
+    version: int = 1,
+    labels: Sequence[str] = ("cat", "dog", "frog"),
+    input_size: int = 8,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Saves the toy classifier to `base_path/<version>/` in TF Serving layout.
+
+    Returns:
+        The version directory.
+    """
+    module = ToyClassifier(labels, input_size, seed)
+    version_dir = pathlib.Path(base_path) / str(version)
+    signatures = {
+        contract.SERVING_SIGNATURE: module.serve_image_bytes,
+        contract.PIXELS_SIGNATURE: module.serve_images,
+    }
+    tf.saved_model.save(module, str(version_dir), signatures=signatures)
+    return version_dir
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, 3] array."""
+    return tf.io.encode_png(pixels).numpy()
+
+
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """JPEG bytes of a uint8 [H, W, 3] array."""
+    return tf.io.encode_jpeg(pixels, quality=95).numpy()
+
+
+def random_pixels(seed: int, height: int = 12, width: int = 10) -> np.ndarray:
+    """A reproducible uint8 [height, width, 3] image."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
