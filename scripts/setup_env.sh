@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up what objrec needs on this machine, idempotently:
+#   .venv with objrec (editable) and every dependency pinned by constraints.txt;
+#   the Debian package dataset-fashion-mnist (real sample photos) when it is missing.
+# Reinstalls only when requirements*.txt, constraints.txt or setup.py change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+stamp=.venv/.objrec-install-stamp
+wanted=$(cat requirements.txt requirements-dev.txt constraints.txt setup.py | sha256sum | cut -d' ' -f1)
+
+if [ ! -x .venv/bin/python ]; then
+  echo "objrec: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "objrec: installing pinned packages into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install --quiet --upgrade pip==25.3
+  .venv/bin/python -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+  echo "$wanted" > "$stamp"
+fi
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "objrec: installing the Debian package dataset-fashion-mnist (sample photos)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
