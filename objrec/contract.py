@@ -54,6 +54,23 @@ META_SPLITS = "splits"
 META_NUM_EXAMPLES = "num_examples"
 META_CLASS_COUNTS = "class_counts"
 META_FILES = "files"
+META_JPEG_QUALITY = "jpeg_quality"
+META_NUM_LABEL_CONFLICTS = "num_label_conflicts"
+META_REJECTED_REASONS = "rejected_reasons"
+META_CONFIG = "config"
+
+# Entries of rejected-*.jsonl and duplicates-*.jsonl.
+LOG_URI = "uri"
+LOG_REASON = "reason"
+LOG_DETAIL = "detail"
+LOG_DUPLICATE_OF = "duplicate_of"
+LOG_LABEL = "label"
+
+
+def log_file_name(prefix: str) -> str:
+    """`rejected-00000-of-00001.jsonl`: the one file of the rejected or duplicates log."""
+    return f"{prefix}-00000-of-00001{LOG_SUFFIX}"
+
 
 # Job directory (trainer output).
 EXPORT_DIR = "export"

@@ -1,0 +1,39 @@
+"""Exact duplicates: which of several files with the same content is kept (a pure function)."""
+
+import dataclasses
+from collections.abc import Iterable
+
+from preprocessing import report
+from preprocessing.sources import SourceFile
+
+LABEL_CONFLICT = "label_conflict"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """The outcome for one content hash: at most one keeper, the rest logged."""
+
+    keeper: SourceFile | None
+    duplicates: list[dict]
+    rejected: list[dict]
+
+
+def resolve_same_content(sha256: str, members: Iterable[SourceFile]) -> Resolution:
+    """Keeps the file with the smallest URI; the same bytes under two labels keep none.
+
+    A label conflict rejects every copy: there is no telling which label is right, and
+    keeping either would put a wrong label into the dataset.
+    """
+    members = sorted(members)
+    labels = sorted({member.label for member in members})
+    if len(labels) > 1:
+        uris = [member.uri for member in members]
+        detail = (
+            f"the same content (sha256 {sha256[:16]}...) is labelled {', '.join(labels)} "
+            f"in {len(uris)} files: {', '.join(uris)}; fix the label of the wrong copies"
+        )
+        rejected = [report.rejection(uri, LABEL_CONFLICT, detail) for uri in uris]
+        return Resolution(keeper=None, duplicates=[], rejected=rejected)
+    keeper, *others = members
+    duplicates = [report.duplicate(other.uri, keeper.uri, other.label) for other in others]
+    return Resolution(keeper=keeper, duplicates=duplicates, rejected=[])

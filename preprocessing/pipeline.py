@@ -1,0 +1,211 @@
+"""objrec-preprocess: a folder of class folders to a sharded TFRecord dataset (Apache Beam).
+
+Local, in process (the default runner here is Beam's in-process FnApiRunner: `DirectRunner`
+would first try to download the Prism runner binary):
+
+    python -m preprocessing.pipeline --input ./images --output ./dataset
+
+Dataflow (workers install this repository with --setup_file):
+
+    python -m preprocessing.pipeline \
+        --input gs://BUCKET/images --output gs://BUCKET/datasets/v1 \
+        --runner DataflowRunner --project PROJECT --region us-central1 \
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py
+
+Steps: list the files of SRC/<class>/ -> SHA-256 of each -> group by hash (keep one copy,
+log duplicates, reject label conflicts) -> decode, orient, convert, resize, JPEG-encode ->
+split by hash -> shard by hash -> write shards, logs, labels.txt and, last, metadata.json.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+from objrec import contract
+from preprocessing import config as config_lib
+from preprocessing import report, sources, transforms
+from preprocessing.errors import PreprocessError
+
+LOCAL_RUNNER = "FnApiRunner"
+_WRITE_CHECK_FILE = ".objrec-write-check"
+
+
+def parse_args(argv: list[str] | None) -> tuple[config_lib.PreprocessConfig, list[str]]:
+    """The job's config, and the remaining arguments for Beam's PipelineOptions."""
+    parser = argparse.ArgumentParser(prog="objrec-preprocess", description=__doc__.split("\n")[0])
+    config_lib.add_arguments(parser)
+    known, beam_args = parser.parse_known_args(argv)
+    try:
+        return config_lib.config_from_args(known), beam_args
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def check_output_dir(output: str) -> None:
+    """Fails fast unless `output` is new or empty, and writable."""
+    try:
+        found = FileSystems.match([FileSystems.join(output, "**")], limits=[1])[0].metadata_list
+    except BeamIOError as error:
+        raise PreprocessError(f"cannot list --output {output}: {error}") from None
+    if found:
+        raise PreprocessError(
+            f"--output {output} is not empty (it holds {found[0].path}): choose a new "
+            "directory, or delete this one to rebuild the dataset"
+        )
+    probe = FileSystems.join(output, _WRITE_CHECK_FILE)
+    try:
+        transforms.write_file(probe, b"")
+        FileSystems.delete([probe])
+    except OSError as error:
+        raise PreprocessError(
+            f"cannot write to --output {output} ({error}): check the path and permissions"
+        ) from None
+
+
+def _label_ids(labels: list[str]) -> dict[str, int]:
+    return {label: index for index, label in enumerate(labels)}
+
+
+def _write_dataset_index(metadata: dict, output: str) -> None:
+    # labels.txt, then metadata.json: written last, its presence marks a complete dataset.
+    labels = "".join(label + "\n" for label in metadata[contract.META_LABELS])
+    transforms.write_file(FileSystems.join(output, contract.LABELS_FILE), labels.encode())
+    text = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
+    transforms.write_file(FileSystems.join(output, contract.METADATA_FILE), text.encode())
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: config_lib.PreprocessConfig) -> None:
+    """Adds the whole job to `pipeline` (see the module docstring for the steps)."""
+    output = config.output
+    inputs = pipeline | "ListInputs" >> sources.ClassFolderSource(config.input)
+    labels = inputs | "CollectLabels" >> transforms.CollectLabels()
+
+    hashed = inputs | "HashContent" >> beam.ParDo(transforms.HashContentFn()).with_outputs(
+        transforms.REJECTED, main="hashed"
+    )
+    resolved = (
+        hashed.hashed
+        | "GroupByContent" >> beam.GroupByKey()
+        | "ResolveDuplicates"
+        >> beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(
+            transforms.DUPLICATES, transforms.REJECTED, transforms.CONFLICTS, main="unique"
+        )
+    )
+    label_ids = labels | "LabelIds" >> beam.Map(_label_ids)
+    encoded = resolved.unique | "DecodeResizeEncode" >> beam.ParDo(
+        transforms.EncodeImageFn(config), label_ids=pvalue.AsSingleton(label_ids)
+    ).with_outputs(transforms.REJECTED, main="records")
+
+    shard_files = encoded.records | "WriteShards" >> transforms.WriteShards(
+        output, config.num_shards
+    )
+    rejected = (
+        hashed[transforms.REJECTED],
+        resolved[transforms.REJECTED],
+        encoded[transforms.REJECTED],
+    ) | "AllRejected" >> beam.Flatten()
+    rejected_log = FileSystems.join(output, contract.log_file_name(contract.REJECTED_PREFIX))
+    duplicates_log = FileSystems.join(output, contract.log_file_name(contract.DUPLICATES_PREFIX))
+
+    summary = {
+        "labels": labels,
+        "num_inputs": inputs | "CountInputs" >> beam.combiners.Count.Globally(),
+        "num_rejected": rejected | "WriteRejectedLog" >> transforms.WriteJsonLines(rejected_log),
+        "rejected_reasons": (
+            rejected
+            | "Reason" >> beam.Map(lambda entry: entry[contract.LOG_REASON])
+            | "CountPerReason" >> beam.combiners.Count.PerElement()
+            | "ReasonCounts" >> beam.combiners.ToDict()
+        ),
+        "num_duplicates": resolved[transforms.DUPLICATES]
+        | "WriteDuplicatesLog" >> transforms.WriteJsonLines(duplicates_log),
+        "num_label_conflicts": resolved[transforms.CONFLICTS]
+        | "CountConflicts" >> beam.combiners.Count.Globally(),
+        "split_class_counts": (
+            encoded.records
+            | "SplitAndLabel" >> beam.Map(lambda record: (record.split, record.label))
+            | "CountPerSplitAndLabel" >> beam.combiners.Count.PerElement()
+            | "ClassCounts" >> beam.combiners.ToList()
+        ),
+        "shard_files": shard_files | "ShardFiles" >> beam.combiners.ToList(),
+    }
+    # One element, once every part is known: the shards and logs are written by then.
+    _ = (
+        pipeline
+        | "Finish" >> beam.Create([None])
+        | "BuildMetadata"
+        >> beam.Map(
+            lambda _, **parts: report.build_metadata(config, **parts),
+            **{name: pvalue.AsSingleton(part) for name, part in summary.items()},
+        )
+        | "WriteLabelsAndMetadata" >> beam.Map(_write_dataset_index, output=output)
+    )
+
+
+def read_metadata(output: str) -> dict:
+    """metadata.json of a dataset directory."""
+    with FileSystems.open(FileSystems.join(output, contract.METADATA_FILE)) as file:
+        return json.loads(file.read())
+
+
+def check_class_sizes(metadata: dict, config: config_lib.PreprocessConfig) -> None:
+    """Warns about classes below --min_images_per_class; with --strict, fails."""
+    below = report.classes_below(metadata, config.min_images_per_class)
+    if not below:
+        return
+    listed = ", ".join(f"{label} ({count})" for label, count in below.items())
+    message = (
+        f"{len(below)} classes have fewer than --min_images_per_class "
+        f"{config.min_images_per_class} stored images: {listed}; add images to those class "
+        f"folders of {config.input} (see {contract.log_file_name(contract.REJECTED_PREFIX)})"
+    )
+    if config.strict:
+        raise PreprocessError(message)
+    logging.warning(message)
+
+
+def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict:
+    """Runs the job on `argv` (app flags and Beam flags mixed); returns metadata.json.
+
+    Raises:
+        PreprocessError: for a problem the user can fix (input, output, --strict).
+    """
+    config, beam_args = parse_args(argv)
+    sources.check_class_folders(config.input)
+    check_output_dir(config.output)
+
+    options = PipelineOptions(beam_args)
+    # The DoFns reference module-level names of this file when it runs as __main__.
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, config)
+
+    metadata = read_metadata(config.output)
+    unaccounted = report.unaccounted_inputs(metadata)
+    if unaccounted:
+        raise RuntimeError(f"{unaccounted} inputs are missing from records and logs: a bug")
+    print(report.format_summary(metadata, config.output))
+    check_class_sizes(metadata, config)
+    return metadata
+
+
+def main() -> None:
+    """Console script `objrec-preprocess`."""
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        run()
+    except PreprocessError as error:
+        sys.exit(f"objrec-preprocess: error: {error}")
+
+
+if __name__ == "__main__":
+    main()
