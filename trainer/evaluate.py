@@ -1,5 +1,6 @@
 """Evaluation of a trained model on a held-out split: the numbers of eval/metrics.json."""
 
+import dataclasses
 import json
 
 import keras
@@ -11,18 +12,37 @@ from trainer import input_pipeline
 from trainer.config import TrainConfig
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """A split's predictions: true ids [n], probabilities [n, classes], first images."""
+
+    true_ids: np.ndarray
+    probabilities: np.ndarray
+    sample_images: np.ndarray  # the first `num_samples` evaluation inputs, for the pictures
+
+
 def predict_split(
-    model: keras.Model, info: input_pipeline.DatasetInfo, split: str, config: TrainConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(true label ids [n], probabilities [n, classes]) for every record of a split."""
+    model: keras.Model,
+    info: input_pipeline.DatasetInfo,
+    split: str,
+    config: TrainConfig,
+    num_samples: int = 18,
+) -> Predictions:
+    """Runs the model over every record of a split, in evaluation's view."""
     dataset = input_pipeline.make_eval_dataset(info, split, config)
     predict = tf.function(lambda images: model(images, training=False))
-    true_ids, probabilities = [], []
+    true_ids, probabilities, samples = [], [], []
     for images, labels, weights in dataset:
         real = weights.numpy() > 0
         probabilities.append(predict(images).numpy()[real])
         true_ids.append(np.argmax(labels.numpy(), axis=-1)[real])
-    return np.concatenate(true_ids), np.concatenate(probabilities)
+        if sum(len(s) for s in samples) < num_samples:
+            samples.append(images.numpy()[real])
+    return Predictions(
+        true_ids=np.concatenate(true_ids),
+        probabilities=np.concatenate(probabilities),
+        sample_images=np.concatenate(samples)[:num_samples],
+    )
 
 
 def confusion_matrix(true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int):

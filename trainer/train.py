@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from objrec import contract
-from trainer import distribution, input_pipeline
+from trainer import distribution, input_pipeline, plots
 from trainer import evaluate as evaluate_lib
 from trainer import export as export_lib
 from trainer import model as model_lib
@@ -440,6 +440,27 @@ def check_job_dir_writable(job_dir: str):
         ) from error
 
 
+def draw_pictures(job_dir: str, predictions, metrics: dict):
+    """eval/training_curves.png, confusion_matrix.png and sample_predictions.png."""
+    eval_dir = tf.io.gfile.join(job_dir, contract.EVAL_DIR)
+    history = History(job_dir, enabled=True).epochs
+    if history:
+        plots.plot_training_curves(history, tf.io.gfile.join(eval_dir, "training_curves.png"))
+    plots.plot_confusion_matrix(
+        metrics["confusion_matrix"],
+        metrics["labels"],
+        tf.io.gfile.join(eval_dir, "confusion_matrix.png"),
+    )
+    count = len(predictions.sample_images)
+    plots.plot_sample_predictions(
+        predictions.sample_images,
+        predictions.true_ids[:count],
+        predictions.probabilities[:count],
+        metrics["labels"],
+        tf.io.gfile.join(eval_dir, "sample_predictions.png"),
+    )
+
+
 def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -> dict:
     """The non-distributed step after training: evaluate and export the final weights.
 
@@ -452,12 +473,16 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
         final_weights_path(config.job_dir)
     ).assert_existing_objects_matched()
     split = evaluate_lib.evaluation_split(info)
-    true_ids, probabilities = evaluate_lib.predict_split(model, info, split, config)
+    predictions = evaluate_lib.predict_split(model, info, split, config)
     metrics = evaluate_lib.classification_metrics(
-        true_ids, probabilities, info.labels, contract.top_k_for(info.num_classes)
+        predictions.true_ids,
+        predictions.probabilities,
+        info.labels,
+        contract.top_k_for(info.num_classes),
     )
     metrics["split"] = split
     evaluate_lib.write_metrics(config.job_dir, metrics)
+    draw_pictures(config.job_dir, predictions, metrics)
     module = export_lib.ServingModule(
         model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
     )
