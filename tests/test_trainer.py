@@ -130,6 +130,9 @@ def test_training_writes_the_job_directory(trained_job):
         history = json.load(file)
     assert [(e["phase"], e["epoch"]) for e in history] == [("head", 0), ("fine_tune", 0)]
     assert os.listdir(os.path.join(job_dir, "logs"))
+    for picture in ("training_curves.png", "confusion_matrix.png", "sample_predictions.png"):
+        with open(os.path.join(job_dir, "eval", picture), "rb") as file:
+            assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _signature(export_dir: str, name: str):

@@ -6,9 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on training machines
 
-import matplotlib.ticker  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
