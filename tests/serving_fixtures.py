@@ -6,14 +6,22 @@ real export, a fixed random dense layer instead of ResNet50. Saved with `tf.save
 like the trainer's export, with variables, so loading it exercises variable restore too.
 """
 
+import contextlib
 import pathlib
-from collections.abc import Sequence
+import shutil
+import socket
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from objrec import contract
+from serving.config import ServerConfig
+from serving.server import ModelServer
 
+LABELS = ("cat", "dog", "frog")
+# A second, different model: more classes than K, so top-k is really a cut.
+OTHER_LABELS = ("ant", "bee", "cow", "dog", "eel", "fox")
 # Leading bytes of the formats the contract accepts: JPEG, PNG, GIF, BMP. Checked before decoding
 # so that a non-image input gives valid=False instead of an op error failing the whole batch.
 IMAGE_MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
@@ -90,7 +98,7 @@ class ToyClassifier(tf.Module):
 def export_toy_model(
     base_path: str | pathlib.Path,
     version: int = 1,
-    labels: Sequence[str] = ("cat", "dog", "frog"),
+    labels: Sequence[str] = LABELS,
     input_size: int = 8,
     seed: int = 0,
 ) -> pathlib.Path:
@@ -122,3 +130,43 @@ def encode_jpeg(pixels: np.ndarray) -> bytes:
 def random_pixels(seed: int, height: int = 12, width: int = 10) -> np.ndarray:
     """A reproducible uint8 [height, width, 3] image."""
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+_exports: dict[tuple, pathlib.Path] = {}
+
+
+def shared_toy_export(
+    root: pathlib.Path, labels: Sequence[str] = LABELS, seed: int = 0
+) -> pathlib.Path:
+    """A toy version directory exported once per session and argument set, under `root`.
+
+    Exporting takes seconds; tests copy the result with `copy_version`, never modify it.
+    """
+    key = (tuple(labels), seed)
+    if key not in _exports:
+        base_path = root / f"toy-{len(_exports)}"
+        _exports[key] = export_toy_model(base_path, version=1, labels=labels, seed=seed)
+    return _exports[key]
+
+
+def copy_version(
+    version_dir: pathlib.Path, base_path: pathlib.Path, version: int | str
+) -> pathlib.Path:
+    """Copies an exported version directory to `base_path/<version>`, as a new export lands."""
+    return pathlib.Path(shutil.copytree(version_dir, pathlib.Path(base_path) / str(version)))
+
+
+def free_port() -> int:
+    """A port nothing listens on right now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model_base_path: pathlib.Path, **overrides) -> Iterator[ModelServer]:
+    """An in-process ModelServer on a free 127.0.0.1 port; `overrides` are ServerConfig fields."""
+    fields = {"port": 0, "host": "127.0.0.1", "grace_period_seconds": 0.0, **overrides}
+    config = ServerConfig(model_base_path=str(model_base_path), **fields)
+    with ModelServer(config) as server:
+        yield server
