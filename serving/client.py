@@ -495,7 +495,8 @@ def run(args: argparse.Namespace) -> int:
 
 def describe_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> str:
     """One line naming the server, the gRPC code and what to check."""
-    code, details = error.code(), error.details()
+    # TensorFlow's messages span lines (op name, node); the CLI promises one line.
+    code, details = error.code(), " ".join((error.details() or "").split())
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return (
             f"no answer from {args.server} within {args.timeout:g} s: is the model server "
