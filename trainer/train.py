@@ -483,11 +483,11 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
     metrics["split"] = split
     evaluate_lib.write_metrics(config.job_dir, metrics)
     draw_pictures(config.job_dir, predictions, metrics)
-    module = export_lib.ServingModule(
+    functions = export_lib.ServingFunctions(
         model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
     )
     model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
-    export_dir = export_lib.export_saved_model(module, model_base_path)
+    export_dir = export_lib.export_saved_model(functions, model_base_path)
     logging.info(
         "%s accuracy %.4f on %d examples; exported %s",
         split,
