@@ -13,7 +13,8 @@ from tests import dataset_fixtures, serving_fixtures
 
 @pytest.mark.slow
 def test_real_export_is_served_like_the_saved_model_answers(trained_job):
-    model_base_path = pathlib.Path(trained_job["job_dir"]) / contract.EXPORT_DIR / contract.DEFAULT_MODEL_NAME
+    job_dir = pathlib.Path(trained_job["job_dir"])
+    model_base_path = job_dir / contract.EXPORT_DIR / contract.DEFAULT_MODEL_NAME
     (version_dir,) = sorted(model_base_path.iterdir())
     rng = np.random.default_rng(0)
     images = [
