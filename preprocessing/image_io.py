@@ -36,7 +36,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
 TOO_MANY_PIXELS = "too_many_pixels"
-EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+RESIZED_TOO_LARGE = "resized_too_large"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 UNSUPPORTED_MODE = "unsupported_mode"
@@ -100,7 +100,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise ImageError(TOO_MANY_PIXELS, f"over --max_pixels {max_pixels}: {error}") from None
+        # Pillow's guard fires first above twice Image.MAX_IMAGE_PIXELS; its message has the size.
+        raise ImageError(TOO_MANY_PIXELS, f"{error} (--max_pixels {max_pixels:,})") from None
     except UnidentifiedImageError:
         raise ImageError(
             NOT_AN_IMAGE,
@@ -154,19 +155,19 @@ def plan_resize(size: Size, image_size: int, resize_mode: str) -> ResizePlan:
 
 
 def check_plan(plan: ResizePlan, max_pixels: int) -> None:
-    """Rejects plans whose intermediate or stored image is unreasonably large.
+    """Rejects plans whose resized image exceeds `max_pixels` or a JPEG's largest side.
 
-    Only a very long, thin image gets here: `shorter_side` turns 10 x 10,000 into
-    256 x 256,000, which no JPEG can hold and `crop` would first allocate in full.
+    With sane limits only a long, thin image gets here: `shorter_side` turns 10 x 10,000
+    into 256 x 256,000, which no JPEG can hold and `crop` would first allocate in full.
     """
     scaled_width, scaled_height = plan.scaled_size
     stored_width, stored_height = plan.stored_size
     too_many_pixels = scaled_width * scaled_height > max_pixels
     if too_many_pixels or max(stored_width, stored_height) > JPEG_MAX_SIDE:
         raise ImageError(
-            EXTREME_ASPECT_RATIO,
-            f"resizing gives {scaled_width}x{scaled_height} pixels "
-            f"(limits: --max_pixels {max_pixels:,}, JPEG side {JPEG_MAX_SIDE:,})",
+            RESIZED_TOO_LARGE,
+            f"resizing gives {scaled_width}x{scaled_height} pixels (limits: --max_pixels "
+            f"{max_pixels:,}, JPEG side {JPEG_MAX_SIDE:,}); is it a very long, thin image?",
         )
 
 

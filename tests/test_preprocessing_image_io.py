@@ -1,0 +1,200 @@
+"""preprocessing.image_io: raw bytes to the stored JPEG, on tiny images made with Pillow."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import ExifTags, Image
+
+from preprocessing import image_io
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+
+
+def encode(image: Image.Image, image_format: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **params)
+    return buffer.getvalue()
+
+
+def halves(size: tuple[int, int], left, right, mode: str = "RGB") -> Image.Image:
+    """An image whose left half is `left` and right half is `right`."""
+    image = Image.new(mode, size, left)
+    image.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def stored(data: bytes, image_size: int = 32, resize_mode: str = "shorter_side", **limits):
+    result = image_io.to_stored_jpeg(
+        data, image_size, resize_mode, jpeg_quality=95, max_pixels=limits.get("max_pixels", 10**8)
+    )
+    return result, Image.open(io.BytesIO(result.jpeg))
+
+
+def close_to(pixel, colour, tolerance: int = 12) -> bool:
+    return all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, colour, strict=True))
+
+
+@pytest.mark.parametrize(
+    "size, resize_mode, scaled, stored_size",
+    [
+        ((48, 32), "shorter_side", (48, 32), (48, 32)),
+        ((20, 40), "shorter_side", (32, 64), (32, 64)),  # upscaling is allowed
+        ((48, 32), "crop", (48, 32), (32, 32)),
+        ((48, 32), "pad", (32, 21), (32, 32)),  # 32 * 32 / 48 = 21.33
+        ((48, 32), "stretch", (32, 32), (32, 32)),
+        ((3, 2), "shorter_side", (4, 3), (4, 3)),  # 4.5 rounds half to even, like tf.round
+        ((5, 2), "shorter_side", (8, 3), (8, 3)),  # 7.5 rounds half to even: 8
+        ((1000, 1), "pad", (32, 1), (32, 32)),  # never below one pixel
+    ],
+)
+def test_plan_resize(size, resize_mode, scaled, stored_size):
+    image_size = 3 if size in ((3, 2), (5, 2)) else 32
+    plan = image_io.plan_resize(size, image_size, resize_mode)
+    assert plan == image_io.ResizePlan(scaled_size=scaled, stored_size=stored_size)
+
+
+@pytest.mark.parametrize(
+    "resize_mode, expected_size", [("shorter_side", (36, 24)), ("crop", (24, 24)),
+                                   ("pad", (24, 24)), ("stretch", (24, 24))]
+)  # fmt: skip
+def test_stored_size_per_resize_mode(resize_mode, expected_size):
+    result, decoded = stored(encode(halves((48, 32), RED, BLUE), "PNG"), 24, resize_mode)
+    assert (result.width, result.height) == decoded.size == expected_size
+    assert decoded.mode == "RGB"
+
+
+def test_crop_keeps_the_center_and_pad_adds_black_bars():
+    # 64 x 32, red up to x = 23, then blue. Crop to 32 keeps x 16..47: red at its x 0..7.
+    image = Image.new("RGB", (64, 32), BLUE)
+    image.paste(RED, (0, 0, 24, 32))
+    _, cropped = stored(encode(image, "PNG"), 32, "crop")
+    assert close_to(cropped.getpixel((2, 16)), RED)
+    assert close_to(cropped.getpixel((12, 16)), BLUE)
+    # Pad: 64 x 32 -> 32 x 16 centered at y = 8..23 on black.
+    _, padded = stored(encode(image, "PNG"), 32, "pad")
+    assert close_to(padded.getpixel((16, 2)), (0, 0, 0))
+    assert close_to(padded.getpixel((16, 16)), BLUE)
+    assert close_to(padded.getpixel((16, 29)), (0, 0, 0))
+
+
+def test_exif_rotated_jpeg_is_stored_upright():
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # the camera's "rotate 90 degrees clockwise to view"
+    data = encode(halves((32, 16), RED, BLUE), "JPEG", quality=95, exif=exif.tobytes())
+    result, decoded = stored(data, 16)
+    assert decoded.size == (16, 32)  # portrait once upright
+    assert close_to(decoded.getpixel((8, 4)), RED)  # the left half is now on top
+    assert close_to(decoded.getpixel((8, 27)), BLUE)
+    assert ExifTags.Base.Orientation not in decoded.getexif()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_become_white(mode):
+    # Clear black | opaque black: the clear half must come out white, not black.
+    image = halves((32, 32), (0, 0, 0, 0), (0, 0, 0, 255), "RGBA").convert(mode)
+    _, decoded = stored(encode(image, "PNG"), 32)
+    assert close_to(decoded.getpixel((4, 16)), WHITE)
+    assert close_to(decoded.getpixel((28, 16)), (0, 0, 0))
+
+
+def test_palette_colour_key_transparency_becomes_white():
+    image = Image.new("P", (32, 32), 1)
+    image.putpalette([0, 0, 0, 0, 200, 0] + [0] * 762)
+    image.paste(0, (0, 0, 16, 32))
+    _, decoded = stored(encode(image, "PNG", transparency=0), 32)  # index 0 is transparent
+    assert close_to(decoded.getpixel((4, 16)), WHITE)
+    assert close_to(decoded.getpixel((28, 16)), (0, 200, 0))
+
+
+def test_sixteen_bit_png_matches_tensorflow_decoding():
+    values = np.array([[0, 255, 256, 32768, 40000, 65535]] * 6, dtype=np.uint16)
+    data = encode(Image.fromarray(values), "PNG")
+    ours = np.asarray(image_io.to_rgb(image_io.load_upright(image_io.open_image(data, 10**6))))
+    tensorflow = tf.io.decode_png(data, channels=3, dtype=tf.uint8).numpy()
+    np.testing.assert_array_equal(ours, tensorflow)  # 40000 -> 156, not clipped to 255
+
+
+@pytest.mark.parametrize("mode, colour", [("CMYK", (0, 255, 255, 0)), ("L", 128), ("1", 1)])
+def test_other_colour_modes_become_rgb(mode, colour):
+    image_format = "JPEG" if mode == "CMYK" else "PNG"
+    _, decoded = stored(encode(Image.new(mode, (32, 32), colour), image_format), 32)
+    assert decoded.mode == "RGB"
+    expected = {"CMYK": RED, "L": (128, 128, 128), "1": WHITE}[mode]
+    assert close_to(decoded.getpixel((16, 16)), expected, 20)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_with_the_same_result():
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((64, 64, 1))).astype(np.uint8)
+    data = encode(Image.fromarray(smooth), "JPEG", quality=95)
+    image = image_io.open_image(data, 10**8)
+    image_io.request_reduced_decode(image, (64, 64), orientation=1)
+    assert image.size == (64, 64)  # 512 / 8: libjpeg's smallest scale still >= 64
+    reduced = np.asarray(image_io.decode_for_storage(data, 32, "shorter_side", 10**8), np.int16)
+    full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((32, 32), Image.BILINEAR))
+    assert reduced.shape == (32, 32, 3)
+    assert np.abs(reduced - full).mean() < 3  # mean over 0..255
+
+
+def test_small_jpeg_is_not_reduced():
+    image = image_io.open_image(encode(Image.new("RGB", (100, 60)), "JPEG"), 10**8)
+    image_io.request_reduced_decode(image, (60, 36), orientation=1)  # less than 2x: scale 1
+    assert image.size == (100, 60)
+
+
+def test_encoding_is_deterministic():
+    data = encode(halves((40, 30), RED, BLUE), "PNG")
+    assert stored(data, 24)[0] == stored(data, 24)[0]
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring `width` x `height` RGB pixels that holds the data of one row at most."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes(1 + 3 * min(width, 1000)))
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels)
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+NOISE = Image.effect_noise((64, 64), 60).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    "data, reason, words",
+    [
+        (b"", image_io.EMPTY_FILE, "zero bytes"),
+        (b"name,label\ncat.jpg,cat\n", image_io.NOT_AN_IMAGE, "no image format"),
+        (truncated(encode(NOISE, "JPEG")), image_io.TRUNCATED, "ends early"),
+        (truncated(encode(NOISE, "PNG")), image_io.TRUNCATED, "ends early"),
+        # Declares 50,000 x 50,000 and holds no pixels: rejected from the header alone.
+        (png_header_only(50_000, 50_000), image_io.TOO_MANY_PIXELS, "2500000000 pixels"),
+        (encode(Image.new("RGB", (200, 100)), "PNG"), image_io.TOO_MANY_PIXELS, "20,000"),
+        (encode(Image.new("RGB", (2, 400)), "PNG"), image_io.RESIZED_TOO_LARGE, "32x6400"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png", "header-bomb", "over-limit", "thin"],
+)
+def test_unusable_inputs_are_rejected_with_a_precise_reason(data, reason, words):
+    with pytest.raises(image_io.ImageError) as raised:
+        image_io.to_stored_jpeg(data, 32, "shorter_side", jpeg_quality=90, max_pixels=10_000)
+    assert raised.value.reason == reason
+    assert words in raised.value.detail
+
+
+def test_corrupt_pixel_data_is_rejected_as_corrupt():
+    data = bytearray(encode(NOISE, "PNG"))
+    data[60:90] = bytes(30)  # inside the compressed pixel data
+    with pytest.raises(image_io.ImageError) as raised:
+        image_io.to_stored_jpeg(bytes(data), 32, "crop", jpeg_quality=90, max_pixels=10**6)
+    assert raised.value.reason == image_io.CORRUPT
+    assert "broken data stream" in raised.value.detail
