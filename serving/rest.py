@@ -43,6 +43,7 @@ MODEL_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?(/metadata
 # TF Serving returns a string output whose alias ends in `_bytes` base64-encoded.
 BYTES_SUFFIX = "_bytes"
 B64_KEY = "b64"
+DISCARD_CHUNK_BYTES = 1024 * 1024
 
 Json = Any
 
@@ -102,8 +103,10 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         limit = self.rest_server.max_body_bytes
         if length > limit:
-            # Same limit as gRPC's max message size; the unread body ends the connection.
-            self.close_connection = True
+            # Same limit as gRPC's max message size. The body is read and dropped, chunk by
+            # chunk, rather than left unread: a client still sending would see a broken pipe
+            # instead of this answer.
+            self._discard(length)
             self._write(
                 413,
                 {
@@ -116,6 +119,13 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         logging.debug("REST %s", format % args)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, DISCARD_CHUNK_BYTES))
+            if not chunk:
+                break
+            length -= len(chunk)
 
     def _answer(self, body: bytes) -> None:
         path = self.path.split("?", 1)[0]
@@ -308,7 +318,7 @@ def decode_strings(value: Json) -> Json:
 def to_json_value(alias: str, values: np.ndarray) -> Json:
     """An output array as nested JSON lists; bytes as text, or base64 for `*_bytes` aliases."""
     if values.dtype == np.float32:
-        # Shortest text that reads back as the same float32 (0.678258419, not 0.6782584190368652).
+        # Shortest text that reads back as the same float32: 0.6782584, not 0.6782584190368652.
         return map_nested(values.tolist(), lambda value: float(str(np.float32(value))))
     if values.dtype != object:
         return values.tolist()
