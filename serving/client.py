@@ -38,6 +38,9 @@ from objrec import contract
 from serving import image_files, report, tensors
 
 MIB = 1024 * 1024
+# Room in a request for all but the image bytes: model spec, tensor header, a few bytes of
+# framing per image. A batch of 16 needs well under 1 KiB.
+FRAMING_BYTES = 64 * 1024
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 # The outputs a Prediction is made of; `probabilities` ([N, num_classes]) is left on the server.
@@ -136,6 +139,8 @@ class PredictionClient:
         """
         if batch_size < 1 or max_concurrent_requests < 1:
             raise ValueError("batch_size and max_concurrent_requests must be at least 1")
+        if max_message_bytes <= FRAMING_BYTES:
+            raise ValueError(f"max_message_bytes={max_message_bytes}: allow more than 64 KiB")
         self.server = server
         self.model_name = model_name
         self.timeout = timeout
@@ -213,7 +218,7 @@ class PredictionClient:
 
     def request_budget(self) -> int:
         """Image bytes per request: the message limit less room for the request's framing."""
-        return self.max_message_bytes - MIB
+        return self.max_message_bytes - FRAMING_BYTES
 
     def close(self) -> None:
         """Closes the channel and the request threads."""

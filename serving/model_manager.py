@@ -4,7 +4,8 @@ Like TF Serving with a single `--model_base_path`: every integer-named directory
 path is a version; the newest `num_versions` of them are aspired (TF Serving's default version
 policy, `latest {num_versions: 1}`); the base path is polled for new versions; an old version is
 unloaded only once an aspired one is available (TF Serving's AvailabilityPreservingPolicy), so a
-broken export never takes the model down.
+broken new export never takes a serving model down. As in TF Serving, there is no fallback to an
+older version at startup, and a version that failed to load is not retried until a restart.
 """
 
 import dataclasses
@@ -83,10 +84,13 @@ class ModelManager:
         with self._refresh_lock:
             aspired = list_versions(self.model_base_path)[: self._num_versions]
             for version in aspired:
-                if version not in self._states:
+                if version not in self._servables and not self._failed(version):
                     self._load(version)
             if any(version in self._servables for version in aspired):
                 for version in set(self._servables) - set(aspired):
+                    # Requests still running hold their own reference to the servable: its
+                    # session closes when the last of them lets go (Session.__del__), not
+                    # under them.
                     self._unload(version)
             if not aspired:
                 logging.warning(
@@ -156,7 +160,7 @@ class ModelManager:
             self._poller.join()
         with self._refresh_lock:
             for version in list(self._servables):
-                self._unload(version)
+                self._unload(version).close()
 
     def _poll(self, poll_wait_seconds: float) -> None:
         while not self._stop_polling.wait(poll_wait_seconds):
@@ -194,16 +198,18 @@ class ModelManager:
         )
         self._notify()
 
-    def _unload(self, version: int) -> None:
+    def _unload(self, version: int) -> SavedModelServable:
         with self._lock:
             servable = self._servables.pop(version)
             self._states[version] = VersionState(version, END)
-        # Requests already running hold their own reference to the servable; closing the
-        # session under them would fail them, so the session is closed when the last one
-        # lets go (tf.compat.v1.Session closes itself when garbage collected).
-        del servable
         logging.info("Unloaded servable version {name: %s version: %d}", self.model_name, version)
         self._notify()
+        return servable
+
+    def _failed(self, version: int) -> bool:
+        with self._lock:
+            state = self._states.get(version)
+        return state is not None and bool(state.error_message)
 
     def _set_state(self, state: VersionState) -> None:
         with self._lock:

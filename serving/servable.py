@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2
 
@@ -107,7 +108,7 @@ class SavedModelServable:
 def input_feeds(
     signature_name: str,
     signature: SignatureDef,
-    request_inputs: Mapping[str, tensors.tensor_pb2.TensorProto],
+    request_inputs: Mapping[str, tensor_pb2.TensorProto],
 ) -> dict[str, np.ndarray]:
     """Feed tensor name → value for each signature input, checked against the signature.
 
@@ -142,7 +143,7 @@ def check_input_names(signature: SignatureDef, request_inputs: Mapping[str, obje
 
 
 def parse_input(
-    signature_name: str, alias: str, info: TensorInfo, proto: tensors.tensor_pb2.TensorProto
+    signature_name: str, alias: str, info: TensorInfo, proto: tensor_pb2.TensorProto
 ) -> np.ndarray:
     """The request tensor for `alias` as an array, if its dtype and shape fit the signature."""
     where = f"input '{alias}' of signature '{signature_name}'"

@@ -7,6 +7,7 @@ tests pin the wire behaviour any TF Serving client relies on.
 import concurrent.futures
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -390,7 +391,9 @@ def wait_for(condition, timeout=20.0) -> None:
 
 
 @pytest.mark.slow
-def test_new_version_is_loaded_and_the_old_one_unloaded(toy_version, other_toy_version, tmp_path):
+def test_new_version_is_loaded_the_old_one_unloaded_and_back_on_rollback(
+    toy_version, other_toy_version, tmp_path
+):
     copy_version(toy_version, tmp_path, 1)
     with running_server(tmp_path, file_system_poll_wait_seconds=0.1) as polling:
         # Half-written exports and non-version entries are ignored meanwhile.
@@ -402,7 +405,13 @@ def test_new_version_is_loaded_and_the_old_one_unloaded(toy_version, other_toy_v
         with grpc.insecure_channel(f"127.0.0.1:{polling.port}") as polling_channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(polling_channel)
             response = stub.Predict(predict_request(sample_images()), timeout=10)
-    assert response.model_spec.version.value == 2
+            assert response.model_spec.version.value == 2
+
+            # Rolling back is deleting the new version: the old one is loaded again.
+            shutil.rmtree(tmp_path / "2")
+            wait_for(lambda: version_states(polling)[1] == "AVAILABLE")
+            response = stub.Predict(predict_request(sample_images()), timeout=10)
+            assert response.model_spec.version.value == 1
 
 
 def broken_export(toy_version: pathlib.Path, base_path: pathlib.Path, version: int) -> None:
