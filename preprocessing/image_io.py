@@ -50,6 +50,7 @@ BLACK = (0, 0, 0)
 
 # EXIF orientations 5-8 rotate by 90 or 270 degrees: the upright image has width and height swapped.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+# Pillow's 16-bit grey modes, and "I" (32-bit integer), which holds 16-bit samples in practice.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 Size = tuple[int, int]  # (width, height), Pillow's order.
@@ -84,10 +85,13 @@ class StoredImage:
 def configure_pillow(max_pixels: int) -> None:
     """Aligns Pillow's decompression-bomb guard with `max_pixels`; call once per process.
 
-    `open_image` checks `max_pixels` itself; Pillow's own guard (an error above twice
-    `Image.MAX_IMAGE_PIXELS`) then only backs it up instead of rejecting allowed images.
+    `open_image` checks `max_pixels` itself. Pillow's own guard (an error above twice
+    `Image.MAX_IMAGE_PIXELS`) then only backs it up instead of rejecting allowed images, and
+    its warning above `MAX_IMAGE_PIXELS` would only repeat the explicit check. Both are
+    process-wide settings: they are set here once, not per image from several threads.
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -95,10 +99,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError(EMPTY_FILE, "the file has zero bytes")
     try:
-        with warnings.catch_warnings():
-            # The explicit check below decides; Pillow's warning would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         # Pillow's guard fires first above twice Image.MAX_IMAGE_PIXELS; its message has the size.
         raise ImageError(TOO_MANY_PIXELS, f"{error} (--max_pixels {max_pixels:,})") from None

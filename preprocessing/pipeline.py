@@ -48,6 +48,15 @@ def parse_args(argv: list[str] | None) -> tuple[config_lib.PreprocessConfig, lis
         parser.error(str(error))
 
 
+def check_output_outside_input(input_dir: str, output: str) -> None:
+    """Fails fast when the dataset would be written into the folder it is made from."""
+    if (output.rstrip("/") + "/").startswith(input_dir.rstrip("/") + "/"):
+        raise PreprocessError(
+            f"--output {output} is inside --input {input_dir}: its files would become images "
+            "of a class next time; write the dataset outside the input folder"
+        )
+
+
 def check_output_dir(output: str) -> None:
     """Fails fast unless `output` is new or empty, and writable."""
     try:
@@ -179,10 +188,12 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict:
     """
     config, beam_args = parse_args(argv)
     sources.check_class_folders(config.input)
+    check_output_outside_input(config.input, config.output)
     check_output_dir(config.output)
 
     options = PipelineOptions(beam_args)
-    # The DoFns reference module-level names of this file when it runs as __main__.
+    # build_pipeline's functions use this module's imports; run as __main__ on Dataflow,
+    # workers only have them through the saved main session.
     options.view_as(SetupOptions).save_main_session = save_main_session
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER

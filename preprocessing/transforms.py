@@ -88,6 +88,9 @@ class HashContentFn(beam.DoFn):
         self._inputs_read.inc()
         try:
             sha256, size = file_sha256(source.uri)
+        # A missing or unreadable file is that file's problem. Other errors (permissions on a
+        # bucket, a storage outage) fail the bundle: the runner retries it, and a lasting one
+        # fails the job instead of silently dropping inputs.
         except OSError as error:
             yield rejected_output(report.rejection(source.uri, UNREADABLE, str(error)))
             return

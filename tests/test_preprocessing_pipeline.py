@@ -9,6 +9,7 @@ import json
 import logging
 import pathlib
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -389,6 +390,12 @@ def test_non_empty_output_is_a_clear_error(tmp_path):
         run_job(tmp_path / "in", tmp_path / "out")
 
 
+def test_output_inside_input_is_a_clear_error(tmp_path):
+    write_class_images(tmp_path / "in", {"a": 1})
+    with pytest.raises(PreprocessError, match=r"--output .*in/dataset is inside --input"):
+        run_job(tmp_path / "in", tmp_path / "in" / "dataset")
+
+
 def test_unwritable_output_is_a_clear_error(tmp_path):
     write_class_images(tmp_path / "in", {"a": 1})
     write(tmp_path / "a_file", b"")
@@ -421,3 +428,59 @@ def test_fashion_mnist_sample_folder_end_to_end(tmp_path):
     records = read_records(tmp_path / "dataset")
     assert len(records) + metadata[contract.META_NUM_DUPLICATES] == 30
     assert {(r[contract.FEATURE_HEIGHT], r[contract.FEATURE_WIDTH]) for r in records} == {(32, 32)}
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+    """A bucket in gcp-storage-emulator on 127.0.0.1, reached by Beam's FileSystems as gs://."""
+    from apache_beam.internal.gcp import auth
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="objrec-test")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    # Beam looks for Google credentials (4 retries, ~20 s, and the GCE metadata server) before
+    # it connects anonymously; the emulator needs none, so start out anonymous.
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    try:
+        yield storage.Client.create_anonymous_client().bucket("objrec-test")
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_gcs_input_and_output_take_the_same_code_path(gcs_bucket, tmp_path):
+    write_class_images(tmp_path / "local", {"cat": 3, "dog": 2})
+    for path in sorted((tmp_path / "local").rglob("*.*")):
+        relative = path.relative_to(tmp_path / "local").as_posix()
+        gcs_bucket.blob(f"images/{relative}").upload_from_filename(str(path))
+    source, output = "gs://objrec-test/images", "gs://objrec-test/dataset"
+
+    metadata = run_job(source, output, "--image_size", "16")
+
+    names = {blob.name for blob in gcs_bucket.client.list_blobs("objrec-test", prefix="dataset/")}
+    files = [
+        name
+        for split in metadata[contract.META_SPLITS].values()
+        for name in split[contract.META_FILES]
+    ]
+    assert names == {f"dataset/{name}" for name in files} | {
+        f"dataset/{contract.LABELS_FILE}",
+        f"dataset/{contract.METADATA_FILE}",
+        f"dataset/{contract.log_file_name(contract.REJECTED_PREFIX)}",
+        f"dataset/{contract.log_file_name(contract.DUPLICATES_PREFIX)}",
+    }
+    for name in files:
+        gcs_bucket.blob(f"dataset/{name}").download_to_filename(str(tmp_path / name))
+    sources = sorted(record[contract.FEATURE_SOURCE].decode() for record in read_records(tmp_path))
+    assert sources == sorted(
+        f"{source}/{path.relative_to(tmp_path / 'local').as_posix()}"
+        for path in (tmp_path / "local").rglob("*.*")
+    )
+    with pytest.raises(PreprocessError, match="--output gs://objrec-test/dataset is not empty"):
+        run_job(source, output)
