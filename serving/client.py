@@ -371,7 +371,7 @@ def to_predictions(outputs: Mapping[str, np.ndarray], top_k: int) -> list[Predic
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The objrec-predict command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="objrec-predict", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "paths",
         nargs="*",

@@ -65,7 +65,10 @@ class RestApiServer:
     def start(self, host: str, port: int) -> int:
         """Starts serving on a background thread; returns the bound port."""
         handler = type("Handler", (RestRequestHandler,), {"rest_server": self})
-        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        try:
+            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise OSError(f"cannot bind the REST port {host}:{port}: {error.strerror}.") from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rest-api", daemon=True
@@ -217,8 +220,8 @@ def predict(manager: ModelManager, spec: model_pb2.ModelSpec, document: Mapping[
     signature_name = document.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise status.invalid_argument("'signature_name' key must be a string value.")
-    version = manager.servable(spec)
-    signature = version.signature_defs.get(signature_name or contract.SERVING_SIGNATURE)
+    served = manager.servable(spec)
+    signature = served.signature_defs.get(signature_name or contract.SERVING_SIGNATURE)
     if signature is None:
         raise status.invalid_argument(
             f'Serving signature name: "{signature_name}" not found in signature def'
@@ -230,11 +233,11 @@ def predict(manager: ModelManager, spec: model_pb2.ModelSpec, document: Mapping[
         else named_inputs(document["inputs"], list(signature.inputs))
     )
     servable.check_input_names(signature, named_values)
-    request = predict_pb2.PredictRequest(model_spec=version.model_spec(signature_name))
+    request = predict_pb2.PredictRequest(model_spec=served.model_spec(signature_name))
     for alias, value in named_values.items():
         array = to_array(alias, value, signature.inputs[alias].dtype)
         request.inputs[alias].CopyFrom(tensors.to_tensor_proto(array))
-    response = version.predict(request)
+    response = served.predict(request)
     outputs = {alias: tensors.to_ndarray(proto) for alias, proto in response.outputs.items()}
     return rows_json(outputs) if row_format else columns_json(outputs)
 

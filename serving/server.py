@@ -173,8 +173,8 @@ class ModelServer:
         address = f"{self.config.host}:{self.config.port}"
         try:
             port = self._grpc_server.add_insecure_port(address)
-        except RuntimeError as error:  # grpc's only signal that the port is taken
-            raise OSError(f"cannot bind gRPC port {address}: {error}") from None
+        except RuntimeError:  # grpc's only signal that the port cannot be bound
+            raise OSError(f"cannot bind the gRPC port {address}: is it in use?") from None
         self._grpc_server.start()
         return port
 
@@ -248,7 +248,7 @@ def parse_bool(text: str) -> bool:
 def parse_args(argv: Sequence[str] | None) -> ServerConfig:
     """Command line (TF Serving's flag names) → ServerConfig."""
     defaults = ServerConfig(model_base_path="")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="objrec-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model_base_path",
         required=True,
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         serve(config)
     except OSError as error:
-        sys.exit(f"objrec-serve: {error}: pick a free --port or --rest_api_port")
+        sys.exit(f"objrec-serve: {error} Pick another --port or --rest_api_port.")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -522,3 +523,14 @@ def test_command_line_server_serves_then_stops_gracefully_on_sigterm(toy_version
         process.kill()
     assert process.returncode == 0, output
     assert "Shutting down" in output
+
+
+def test_a_port_in_use_is_a_clear_error(toy_version, tmp_path):
+    copy_version(toy_version, tmp_path, 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = f"cannot bind the REST port 127.0.0.1:{port}: Address already in use"
+        with pytest.raises(OSError, match=message), running_server(tmp_path, rest_api_port=port):
+            pass
