@@ -5,8 +5,8 @@
 1. `open_image`: read the header only; reject empty files, non-images and images whose
    header declares more than `max_pixels` pixels, before any pixel is decoded.
 2. `plan_resize`: the scaled and stored sizes, from the upright (EXIF-oriented) size.
-3. `request_reduced_decode`: for a JPEG at least twice the scaled size, let libjpeg decode
-   at 1/2, 1/4 or 1/8 scale in the DCT domain (never below the scaled size).
+3. `request_reduced_decode`: for a JPEG at least four times the scaled size, let libjpeg
+   decode at 1/2, 1/4 or 1/8 scale in the DCT domain, never below twice the scaled size.
 4. `load_upright`: decode, then apply the EXIF orientation (`ImageOps.exif_transpose`).
 5. `to_rgb`: 16-bit to 8-bit (high byte, as TensorFlow's PNG decoder does); transparency
    composited on white; every other mode (L, P, CMYK, ...) converted to RGB.
@@ -41,6 +41,12 @@ TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 UNSUPPORTED_MODE = "unsupported_mode"
 
+# DCT-domain scaling shrinks without a proper low-pass filter; stopping at twice the scaled
+# size leaves the last halving to the antialiased bilinear resize, as in the serving graph.
+# Measured on a 300 x 200 noise JPEG cropped to 64: largest difference from
+# tf.image.resize(antialias=True) 21 when drafting to 1x, 1 at 2x; a 4000 x 3000 photo to
+# shorter side 256 decodes in 8.6 ms at 2x, 6.6 ms at 1x, 66 ms in full.
+DRAFT_OVERSAMPLING = 2
 # libjpeg cannot write a side longer than 65,500 pixels (JPEG_MAX_DIMENSION).
 JPEG_MAX_SIDE = 65_500
 # Explicit, so the stored bytes do not depend on a Pillow or libjpeg default.
@@ -173,16 +179,17 @@ def check_plan(plan: ResizePlan, max_pixels: int) -> None:
 
 
 def request_reduced_decode(image: Image.Image, scaled_size: Size, orientation: int) -> None:
-    """Lets libjpeg decode a large JPEG at a reduced scale, never below `scaled_size`.
+    """Lets libjpeg decode a large JPEG at a reduced scale, never below twice `scaled_size`.
 
     `draft` picks the largest of 1/8, 1/4, 1/2 that keeps both sides at least the requested
-    size, so a 4000 x 3000 photo bound for 341 x 256 decodes at 1/8 (500 x 375): 64 times
-    fewer pixels to decode, and bilinear resizing still only shrinks. Not JPEG: no-op.
+    size, so a 4000 x 3000 photo bound for 341 x 256 asks for 682 x 512 and decodes at 1/4
+    (1000 x 750): 16 times fewer pixels to decode. Not a JPEG: no-op.
     """
     if image.format != "JPEG":
         return
+    width, height = upright_size(scaled_size, orientation)
     # draft works before orientation is applied: request the size in the file's own axes.
-    image.draft("RGB", upright_size(scaled_size, orientation))
+    image.draft("RGB", (width * DRAFT_OVERSAMPLING, height * DRAFT_OVERSAMPLING))
 
 
 def load_upright(image: Image.Image) -> Image.Image:

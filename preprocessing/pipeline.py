@@ -39,7 +39,11 @@ _WRITE_CHECK_FILE = ".objrec-write-check"
 
 def parse_args(argv: list[str] | None) -> tuple[config_lib.PreprocessConfig, list[str]]:
     """The job's config, and the remaining arguments for Beam's PipelineOptions."""
-    parser = argparse.ArgumentParser(prog="objrec-preprocess", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="objrec-preprocess",
+        description=__doc__.split("\n")[0],
+        epilog="Every other flag goes to Beam: --runner, --project, --region, --temp_location, ...",
+    )
     config_lib.add_arguments(parser)
     known, beam_args = parser.parse_known_args(argv)
     try:
