@@ -2,9 +2,10 @@
 
 `to_stored_jpeg` is the whole path, in this order:
 
-1. `open_image`: read the header only; reject empty files, non-images and images whose
-   header declares more than `max_pixels` pixels, before any pixel is decoded.
-2. `plan_resize`: the scaled and stored sizes, from the upright (EXIF-oriented) size.
+1. `open_image`: read the header only; reject empty or oversized files, non-images and
+   images whose header declares more than `max_pixels` pixels, before any pixel is decoded.
+2. `plan_resize`: the scaled and stored sizes, from the upright (EXIF-oriented) size;
+   `check_plan` rejects a resized image beyond `max_pixels` or a JPEG's largest side.
 3. `request_reduced_decode`: for a JPEG at least four times the scaled size, let libjpeg
    decode at 1/2, 1/4 or 1/8 scale in the DCT domain, never below twice the scaled size.
 4. `load_upright`: decode, then apply the EXIF orientation (`ImageOps.exif_transpose`).
@@ -34,6 +35,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # Rejection reasons (the `reason` of a rejected-*.jsonl entry) that come from image content.
 EMPTY_FILE = "empty_file"
+FILE_TOO_LARGE = "file_too_large"
 NOT_AN_IMAGE = "not_an_image"
 TOO_MANY_PIXELS = "too_many_pixels"
 RESIZED_TOO_LARGE = "resized_too_large"
@@ -47,6 +49,9 @@ UNSUPPORTED_MODE = "unsupported_mode"
 # tf.image.resize(antialias=True) 21 when drafting to 1x, 1 at 2x; a 4000 x 3000 photo to
 # shorter side 256 decodes in 8.6 ms at 2x, 6.6 ms at 1x, 66 ms in full.
 DRAFT_OVERSAMPLING = 2
+# Uncompressed 16-bit RGBA, the most bytes per pixel any decodable file needs: a larger file
+# cannot be an image within --max_pixels (a video, an archive) and is never read whole.
+MAX_BYTES_PER_PIXEL = 8
 # libjpeg cannot write a side longer than 65,500 pixels (JPEG_MAX_DIMENSION).
 JPEG_MAX_SIDE = 65_500
 # Explicit, so the stored bytes do not depend on a Pillow or libjpeg default.
@@ -100,10 +105,21 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+def check_file_size(size: int, max_pixels: int) -> None:
+    """Rejects empty files and files too large to be an image of at most `max_pixels`."""
+    if size == 0:
+        raise ImageError(EMPTY_FILE, "the file has zero bytes")
+    if size > MAX_BYTES_PER_PIXEL * max_pixels:
+        raise ImageError(
+            FILE_TOO_LARGE,
+            f"{size:,} bytes; an image within --max_pixels {max_pixels:,} needs at most "
+            f"{MAX_BYTES_PER_PIXEL * max_pixels:,}",
+        )
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Opens `data` lazily (header only) and checks its declared size against `max_pixels`."""
-    if not data:
-        raise ImageError(EMPTY_FILE, "the file has zero bytes")
+    check_file_size(len(data), max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:

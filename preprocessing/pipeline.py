@@ -100,9 +100,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: config_lib.PreprocessConfig)
     inputs = pipeline | "ListInputs" >> sources.ClassFolderSource(config.input)
     labels = inputs | "CollectLabels" >> transforms.CollectLabels()
 
-    hashed = inputs | "HashContent" >> beam.ParDo(transforms.HashContentFn()).with_outputs(
-        transforms.REJECTED, main="hashed"
-    )
+    hashed = inputs | "HashContent" >> beam.ParDo(
+        transforms.HashContentFn(config.max_pixels)
+    ).with_outputs(transforms.REJECTED, main="hashed")
     resolved = (
         hashed.hashed
         | "GroupByContent" >> beam.GroupByKey()

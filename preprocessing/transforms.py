@@ -1,7 +1,8 @@
 """The job's steps as DoFns and PTransforms; `pipeline.build_pipeline` wires them together.
 
-Every per-file failure becomes a rejected-log entry on the REJECTED output, never an
-exception: one bad file must not fail a job over a million images.
+Every failure that belongs to one file (missing, empty, not an image, corrupt, ...) becomes a
+rejected-log entry on the REJECTED output, never an exception: one bad file must not fail a
+job over a million images.
 """
 
 import hashlib
@@ -75,13 +76,14 @@ def rejected_output(entry: dict) -> pvalue.TaggedOutput:
 
 
 class HashContentFn(beam.DoFn):
-    """SourceFile -> (sha256, SourceFile). Unreadable and empty files are rejected here.
+    """SourceFile -> (sha256, SourceFile). Unreadable, empty and oversized files are rejected.
 
     Only the hash travels on: grouping by hash then shuffles ~200 bytes per file instead of
     the images, and the decode step reads the one kept copy again.
     """
 
-    def __init__(self):
+    def __init__(self, max_pixels: int):
+        self._max_pixels = max_pixels
         self._inputs_read = Metrics.counter(METRICS_NAMESPACE, "inputs_read")
 
     def process(self, source: SourceFile):
@@ -94,10 +96,11 @@ class HashContentFn(beam.DoFn):
         except OSError as error:
             yield rejected_output(report.rejection(source.uri, UNREADABLE, str(error)))
             return
-        if size == 0:
-            # Rejected before grouping: all empty files share one hash, yet are not duplicates.
-            detail = "the file has zero bytes"
-            yield rejected_output(report.rejection(source.uri, image_io.EMPTY_FILE, detail))
+        try:
+            # Before grouping: all empty files share one hash, yet are not duplicates.
+            image_io.check_file_size(size, self._max_pixels)
+        except image_io.ImageError as error:
+            yield rejected_output(report.rejection(source.uri, error.reason, error.detail))
             return
         yield sha256, source
 

@@ -73,21 +73,30 @@ def test_collect_labels_gives_one_sorted_list():
         assert_that(labels, equal_to([["Bag", "cat", "dog"]]))
 
 
-def test_hash_content_rejects_empty_and_unreadable_files(tmp_path):
-    image = write(tmp_path / "cat" / "ok.png", noise_png(1))
+def test_hash_content_rejects_empty_oversized_and_unreadable_files(tmp_path):
+    image = write(tmp_path / "cat" / "ok.png", noise_png(1))  # 32 x 24: 2.3 kB
     empty = write(tmp_path / "cat" / "empty.png", b"")
+    video = write(tmp_path / "cat" / "clip.mp4", bytes(8 * 1000 + 1))
     missing = str(tmp_path / "cat" / "deleted-after-listing.png")
-    inputs = [SourceFile(uri, "cat", None) for uri in (image, empty, missing)]
+    inputs = [SourceFile(uri, "cat", None) for uri in (image, empty, video, missing)]
     with beam_pipeline() as pipeline:
         hashed = (
             pipeline
             | beam.Create(inputs)
-            | beam.ParDo(transforms.HashContentFn()).with_outputs(REJECTED, main="hashed")
+            | beam.ParDo(transforms.HashContentFn(max_pixels=1000)).with_outputs(
+                REJECTED, main="hashed"
+            )
         )
         assert_that(hashed.hashed, equal_to([(sha256(noise_png(1)), inputs[0])]), label="Kept")
         assert_that(
             hashed[REJECTED] | beam.Map(uri_and_reason),
-            equal_to([(empty, image_io.EMPTY_FILE), (missing, transforms.UNREADABLE)]),
+            equal_to(
+                [
+                    (empty, image_io.EMPTY_FILE),
+                    (video, image_io.FILE_TOO_LARGE),
+                    (missing, transforms.UNREADABLE),
+                ]
+            ),
             label="Rejected",
         )
 
@@ -218,7 +227,9 @@ def test_counters_report_inputs_rejections_duplicates_and_written_examples(tmp_p
     hashed = (
         pipeline
         | beam.Create(inputs)
-        | beam.ParDo(transforms.HashContentFn()).with_outputs(REJECTED, main="hashed")
+        | beam.ParDo(transforms.HashContentFn(max_pixels=10**6)).with_outputs(
+            REJECTED, main="hashed"
+        )
     )
     unique = (
         hashed.hashed
