@@ -426,7 +426,7 @@ def test_broken_new_version_is_reported_and_the_old_one_keeps_serving(toy_versio
     copy_version(toy_version, tmp_path, 1)
     with running_server(tmp_path, file_system_poll_wait_seconds=0.05) as server:
         broken_export(toy_version, tmp_path, 2)
-        wait_for(lambda: 2 in version_states(server))
+        wait_for(lambda: version_states(server).get(2) == "END")  # LOADING, then END
 
         states = {s.version: s for s in server.manager.version_states("objrec")}
         assert states[2].state == "END"
