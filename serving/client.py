@@ -35,7 +35,7 @@ from tensorflow_serving.apis import (
 )
 
 from objrec import contract
-from serving import image_files, report, tensors
+from serving import evaluation, image_files, report, tensors
 
 MIB = 1024 * 1024
 # Room in a request for all but the image bytes: model spec, tensor header, a few bytes of
@@ -405,13 +405,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="call metadata, e.g. authorization='Bearer TOKEN' (repeatable)",
     )
     parser.add_argument(
+        "--evaluate",
+        metavar="FOLDER",
+        default=None,
+        help="score the served model on FOLDER/<class>/<image>: accuracy, per-class "
+        "precision and recall, confusion matrix",
+    )
+    parser.add_argument(
         "--status",
         action="store_true",
         help="print the model's versions and signatures, predict nothing",
     )
     args = parser.parse_args(argv)
-    if not args.paths and not args.status:
-        parser.error("give at least one image file or folder (or --status)")
+    if not args.paths and not args.status and not args.evaluate:
+        parser.error("give at least one image file or folder (or --status, or --evaluate)")
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top_k {args.top_k}: ask for at least 1 class")
     if args.batch_size < 1 or args.max_concurrent_requests < 1:
@@ -487,6 +494,8 @@ def run(args: argparse.Namespace) -> int:
         with client_from_args(args) as client:
             if args.status:
                 print_status(client, args.json)
+            elif args.evaluate:
+                print(evaluation.evaluate_folder(client, args.evaluate, args.json), end="")
             else:
                 predict_paths(client, args.paths, args.top_k, args.json)
     except grpc.RpcError as error:

@@ -395,3 +395,41 @@ def test_cli_module_entry_point(address, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 3
+
+
+def test_score_counts_undecodable_images_as_misses():
+    from serving import evaluation
+
+    metrics = evaluation.score(["cat", "cat", "dog", "dog"], ["cat", "dog", "dog", None])
+    assert metrics["accuracy"] == 0.5
+    assert metrics["num_invalid"] == 1
+    assert metrics["labels"] == ["cat", "dog"]
+    assert metrics["confusion_matrix"] == [[1, 1], [0, 1]]
+    assert metrics["per_class"]["dog"]["precision"] == 0.5
+
+
+def test_cli_evaluate_scores_the_served_predictions(address, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "heldout"
+    for label in LABELS:
+        (folder / label).mkdir(parents=True)
+        for index in range(3):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (folder / label / f"{index}.png").write_bytes(serving_fixtures.encode_png(pixels))
+    (folder / LABELS[0] / "broken.png").write_bytes(b"not an image")
+    pairs = [(p, p.parent.name) for p in sorted(folder.glob("*/*.png"))]
+    with client_lib.PredictionClient(address) as direct:
+        served = direct.predict([path.read_bytes() for path, _ in pairs])
+    expected = sum(p.label == label for p, (_, label) in zip(served, pairs, strict=True)) / len(
+        pairs
+    )
+
+    code, out, err = run_cli(["--server", address, "--evaluate", str(folder), "--json"], capsys)
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["accuracy"] == pytest.approx(expected)
+    assert metrics["num_examples"] == 3 * len(LABELS) + 1
+    assert metrics["num_invalid"] == 1
+    code, out, err = run_cli(["--server", address, "--evaluate", str(folder)], capsys)
+    assert out.startswith(f"{folder}: accuracy {expected:.4f} on {len(pairs)} images")
+    assert "confusion matrix" in out

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from objrec import contract
+from objrec.metrics import label_metrics
 from trainer import input_pipeline
 from trainer.config import TrainConfig
 
@@ -45,47 +46,15 @@ def predict_split(
     )
 
 
-def confusion_matrix(true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int):
-    """Rows are true classes, columns predicted classes."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (true_ids, predicted_ids), 1)
-    return matrix
-
-
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(
-        numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0
-    )
-
-
 def classification_metrics(
     true_ids: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ...], top_k: int
 ) -> dict:
     """Accuracy, top-k accuracy, macro and per-class precision/recall/F1, confusion matrix."""
-    predicted = np.argmax(probabilities, axis=-1)
-    matrix = confusion_matrix(true_ids, predicted, len(labels))
-    true_positives = np.diag(matrix).astype(float)
-    precision = _safe_divide(true_positives, matrix.sum(axis=0))
-    recall = _safe_divide(true_positives, matrix.sum(axis=1))
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    metrics = label_metrics(true_ids, np.argmax(probabilities, axis=-1), labels)
     top_k_ids = np.argsort(-probabilities, axis=-1)[:, :top_k]
-    return {
-        "num_examples": int(len(true_ids)),
-        "accuracy": float(np.mean(predicted == true_ids)),
-        "top_k": top_k,
-        "top_k_accuracy": float(np.mean(np.any(top_k_ids == true_ids[:, None], axis=-1))),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
-        "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(
-                labels, precision, recall, f1, matrix.sum(axis=1), strict=True
-            )
-        },
-        "confusion_matrix": matrix.tolist(),
-        "labels": list(labels),
-    }
+    metrics["top_k"] = top_k
+    metrics["top_k_accuracy"] = float(np.mean(np.any(top_k_ids == true_ids[:, None], axis=-1)))
+    return metrics
 
 
 def evaluation_split(info: input_pipeline.DatasetInfo) -> str:
