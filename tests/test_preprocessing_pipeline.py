@@ -269,10 +269,8 @@ def test_shards_are_named_listed_non_empty_and_hash_ordered(job):
             ]
         assert hashes == sorted(hashes)  # within and across the shards of a split
         assert len(hashes) == split[contract.META_NUM_EXAMPLES]
-    num_train = metadata[contract.META_SPLITS][contract.TRAIN][contract.META_NUM_EXAMPLES]
-    assert len(metadata[contract.META_SPLITS][contract.TRAIN][contract.META_FILES]) == min(
-        16, num_train
-    )
+    train = metadata[contract.META_SPLITS][contract.TRAIN]
+    assert len(train[contract.META_FILES]) == min(16, train[contract.META_NUM_EXAMPLES]) == 16
 
 
 def test_metadata_describes_the_run(job):
