@@ -280,3 +280,22 @@ def test_two_workers_train_together_and_one_export_results(tiny_dataset, tmp_pat
     assert not [
         name for name in os.listdir(os.path.join(job_dir, "backup")) if name.startswith(".worker")
     ]
+
+
+def test_tf_config_of_an_indexed_job_pod():
+    environ = {
+        "OBJREC_JOB_NAME": "objrec-train",
+        "OBJREC_WORKER_SERVICE": "objrec-train-workers",
+        "OBJREC_NUM_WORKERS": "3",
+        "JOB_COMPLETION_INDEX": "2",
+    }
+    tf_config = distribution.export_tf_config(environ)
+    assert tf_config == {
+        "cluster": {"worker": [f"objrec-train-{i}.objrec-train-workers:2222" for i in range(3)]},
+        "task": {"type": "worker", "index": 2},
+    }
+    assert json.loads(environ["TF_CONFIG"]) == tf_config
+    assert distribution.resolve_strategy_name("auto", tf_config, 0) == "multi_worker"
+    # An explicit TF_CONFIG (Vertex AI, the Kubeflow operator) is left alone.
+    assert distribution.export_tf_config({"TF_CONFIG": '{"task": {}}'}) == {"task": {}}
+    assert distribution.tf_config_from_indexed_job({"JOB_COMPLETION_INDEX": "0"}) is None

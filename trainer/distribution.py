@@ -31,6 +31,37 @@ def build_tf_config(worker_addresses: Sequence[str], index: int) -> dict:
     }
 
 
+# Set by k8s/'s multi-node training Job (an Indexed Job behind a headless Service); Kubernetes
+# itself sets JOB_COMPLETION_INDEX. Pod `<job>-<index>` answers at `<job>-<index>.<service>`.
+INDEXED_JOB_ENV = ("OBJREC_JOB_NAME", "OBJREC_WORKER_SERVICE", "OBJREC_NUM_WORKERS")
+
+
+def tf_config_from_indexed_job(environ: Mapping[str, str]) -> dict | None:
+    """TF_CONFIG for a pod of a Kubernetes Indexed Job, None outside one.
+
+    Uses OBJREC_JOB_NAME, OBJREC_WORKER_SERVICE, OBJREC_NUM_WORKERS, OBJREC_WORKER_PORT
+    (default 2222) and the JOB_COMPLETION_INDEX that Kubernetes gives each pod.
+    """
+    if not all(environ.get(name) for name in (*INDEXED_JOB_ENV, "JOB_COMPLETION_INDEX")):
+        return None
+    job, service = environ["OBJREC_JOB_NAME"], environ["OBJREC_WORKER_SERVICE"]
+    port = int(environ.get("OBJREC_WORKER_PORT", "2222"))
+    addresses = [
+        f"{job}-{index}.{service}:{port}" for index in range(int(environ["OBJREC_NUM_WORKERS"]))
+    ]
+    return build_tf_config(addresses, int(environ["JOB_COMPLETION_INDEX"]))
+
+
+def export_tf_config(environ: dict | None = None) -> dict:
+    """Sets TF_CONFIG from an Indexed Job's environment unless it is set; returns it."""
+    environ = os.environ if environ is None else environ
+    if not environ.get("TF_CONFIG"):
+        tf_config = tf_config_from_indexed_job(environ)
+        if tf_config:
+            environ["TF_CONFIG"] = json.dumps(tf_config)
+    return read_tf_config(environ)
+
+
 def resolve_strategy_name(requested: str, tf_config: Mapping, num_gpus: int) -> str:
     """`auto`: several tasks in TF_CONFIG -> multi_worker; several GPUs -> mirrored."""
     if requested not in STRATEGIES:
@@ -47,7 +78,7 @@ def resolve_strategy_name(requested: str, tf_config: Mapping, num_gpus: int) -> 
 def create_strategy(requested: str) -> tf.distribute.Strategy:
     """The strategy for this machine (and cluster, from TF_CONFIG)."""
     num_gpus = len(tf.config.list_physical_devices("GPU"))
-    name = resolve_strategy_name(requested, read_tf_config(), num_gpus)
+    name = resolve_strategy_name(requested, export_tf_config(), num_gpus)
     if name == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif name == "mirrored":
