@@ -6,7 +6,6 @@ end-to-end test uses the real preprocessing output instead.
 
 import io
 import json
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -60,7 +59,10 @@ def _example(encoded: bytes, label_id: int, size: int, index: int) -> bytes:
 def write_dataset(
     data_dir: str, counts: dict[str, int], size: int = 32, shards: int = 2, seed: int = 0
 ) -> str:
-    """Writes `counts[split]` records per split (classes round-robin) in `shards` files each."""
+    """Writes `counts[split]` records per split (classes round-robin) in `shards` files each.
+
+    `data_dir` may be any tf.io.gfile path (ram:// included).
+    """
     rng = np.random.default_rng(seed)
     tf.io.gfile.makedirs(data_dir)
     splits, index = {}, 0
@@ -69,7 +71,7 @@ def write_dataset(
             continue
         num_shards = min(shards, count)
         names = [contract.shard_file_name(split, i, num_shards) for i in range(num_shards)]
-        writers = [tf.io.TFRecordWriter(os.path.join(data_dir, n)) for n in names]
+        writers = [tf.io.TFRecordWriter(tf.io.gfile.join(data_dir, n)) for n in names]
         class_counts = dict.fromkeys(LABELS, 0)
         for i in range(count):
             label_id = i % len(LABELS)
@@ -95,8 +97,8 @@ def write_dataset(
         contract.META_NUM_DUPLICATES: 0,
         contract.META_SPLITS: splits,
     }
-    with open(os.path.join(data_dir, contract.METADATA_FILE), "w") as file:
+    with tf.io.gfile.GFile(tf.io.gfile.join(data_dir, contract.METADATA_FILE), "w") as file:
         json.dump(metadata, file)
-    with open(os.path.join(data_dir, contract.LABELS_FILE), "w") as file:
+    with tf.io.gfile.GFile(tf.io.gfile.join(data_dir, contract.LABELS_FILE), "w") as file:
         file.write("\n".join(LABELS) + "\n")
     return data_dir

@@ -1,5 +1,6 @@
 """Trainer: configuration, strategy choice, the training loop, evaluation and export."""
 
+import hashlib
 import json
 import os
 import socket
@@ -299,3 +300,73 @@ def test_tf_config_of_an_indexed_job_pod():
     # An explicit TF_CONFIG (Vertex AI, the Kubeflow operator) is left alone.
     assert distribution.export_tf_config({"TF_CONFIG": '{"task": {}}'}) == {"task": {}}
     assert distribution.tf_config_from_indexed_job({"JOB_COMPLETION_INDEX": "0"}) is None
+
+
+def test_vertex_directories_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIP_MODEL_DIR", "gs://b/model")
+    monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://b/checkpoints")
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", "gs://b/logs")
+    config = config_lib.parse_flags(["--data_dir", "d", "--log_dir", "gs://mine/logs"])
+    assert config.job_dir == "gs://b/model"
+    assert config.resolved_backup_dir == "gs://b/checkpoints"
+    assert config.resolved_log_dir == "gs://mine/logs"  # an explicit flag wins
+
+
+def test_class_weights_balance_the_classes(tmp_path):
+    data_dir = dataset_fixtures.write_dataset(str(tmp_path), {"train": 7})
+    info = input_pipeline.load_dataset_info(data_dir)
+    # 7 images round-robin over 3 classes: 3, 2 and 2 of each.
+    weights = input_pipeline.class_weights(info)
+    assert weights == pytest.approx([7 / 9, 7 / 6, 7 / 6])
+
+
+def test_run_record_and_export_lineage(trained_job, tiny_dataset):
+    job_dir = trained_job["job_dir"]
+    with open(os.path.join(job_dir, "run.json")) as file:
+        record = json.load(file)
+    assert record["config"]["batch_size"] == 8
+    assert record["dataset"]["num_examples"] == {"train": 48, "validation": 12, "test": 12}
+    with open(os.path.join(tiny_dataset, "metadata.json"), "rb") as file:
+        assert record["dataset"]["metadata_sha256"] == hashlib.sha256(file.read()).hexdigest()
+    assert record["source_commit"]
+    extra = os.path.join(trained_job["summary"]["export_dir"], "assets.extra")
+    with open(os.path.join(extra, "run.json")) as file:
+        assert json.load(file) == record
+    with open(os.path.join(extra, "labels.txt")) as file:
+        assert file.read().split() == list(dataset_fixtures.LABELS)
+
+
+def test_hypertune_gets_the_final_metric_when_installed(monkeypatch):
+    from trainer import lineage
+
+    reported = []
+
+    class FakeHyperTune:
+        def report_hyperparameter_tuning_metric(self, **kwargs):
+            reported.append(kwargs)
+
+    assert lineage.report_to_hypertune(0.5, 3) is False  # cloudml-hypertune not installed
+    monkeypatch.setitem(sys.modules, "hypertune", type(sys)("hypertune"))
+    sys.modules["hypertune"].HyperTune = FakeHyperTune
+    assert lineage.report_to_hypertune(0.75, 4) is True
+    assert reported[-1] == {
+        "hyperparameter_metric_tag": "accuracy", "metric_value": 0.75, "global_step": 4
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_whole_job_on_ram_filesystem_takes_the_remote_code_path():
+    """ram:// goes through tf.io.gfile exactly as gs:// does: no local-only shortcut."""
+    data_dir = dataset_fixtures.write_dataset(
+        "ram://objrec-test/dataset", {"train": 16, "validation": 4, "test": 4}
+    )
+    job_dir = "ram://objrec-test/job"
+    flags = [*TINY_TRAINING_FLAGS]
+    flags[flags.index("--fine_tune_epochs") + 1] = "0"
+    config = config_lib.parse_flags(["--data_dir", data_dir, "--job_dir", job_dir, *flags])
+    summary = train.train_and_evaluate(config)
+    assert summary["export_dir"] == "ram://objrec-test/job/export/objrec/1"
+    assert tf.io.gfile.exists(summary["export_dir"] + "/saved_model.pb")
+    for name in ("run.json", "eval/metrics.json", "eval/confusion_matrix.png", "checkpoints"):
+        assert tf.io.gfile.exists(f"{job_dir}/{name}"), name
+    assert tf.io.gfile.listdir(f"{job_dir}/backup")

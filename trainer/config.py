@@ -4,7 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from objrec import contract
 
@@ -28,6 +28,8 @@ class TrainConfig:
     dropout: float = 0.2
     warmup_epochs: float = 1.0
     rotation_degrees: float = 10.0
+    # Scale augmentation: a random crop keeps this fraction of the image area or more.
+    min_crop_area: float = 0.25
     label_smoothing: float = 0.0
     early_stopping_patience: int = 3
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker
@@ -35,7 +37,10 @@ class TrainConfig:
     jit_compile: bool = False
     shuffle_buffer: int = 2048
     cache: bool = False
+    class_weights: bool = False  # weigh the loss by inverse class frequency (imbalanced data)
     checkpoint_every_steps: int = 100
+    backup_dir: str = ""  # preemption backup; default JOB_DIR/backup (Vertex: AIP_CHECKPOINT_DIR)
+    log_dir: str = ""  # TensorBoard; default JOB_DIR/logs (Vertex: AIP_TENSORBOARD_LOG_DIR)
     max_pixels: int = 50_000_000  # the exported model's limit per image (declared size)
     seed: int = 42
     model_name: str = contract.DEFAULT_MODEL_NAME
@@ -43,6 +48,14 @@ class TrainConfig:
     @property
     def pretrained(self) -> bool:
         return self.weights.lower() != "none"
+
+    @property
+    def resolved_backup_dir(self) -> str:
+        return self.backup_dir or os.path.join(self.job_dir, contract.BACKUP_DIR)
+
+    @property
+    def resolved_log_dir(self) -> str:
+        return self.log_dir or os.path.join(self.job_dir, contract.LOGS_DIR)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -73,10 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_vertex_environment(values: dict, environ: os._Environ | dict) -> dict:
-    """Vertex AI names the job directory with `AIP_MODEL_DIR`; an explicit flag still wins."""
-    if not values.get("job_dir") and environ.get("AIP_MODEL_DIR"):
-        values["job_dir"] = environ["AIP_MODEL_DIR"]
+# Vertex AI custom training names its directories in the environment; explicit flags win.
+VERTEX_ENVIRONMENT = {
+    "job_dir": "AIP_MODEL_DIR",
+    "backup_dir": "AIP_CHECKPOINT_DIR",
+    "log_dir": "AIP_TENSORBOARD_LOG_DIR",
+}
+
+
+def apply_vertex_environment(values: dict, environ: Mapping[str, str]) -> dict:
+    """Fills job_dir, backup_dir and log_dir from Vertex AI's AIP_* variables when unset."""
+    for field, variable in VERTEX_ENVIRONMENT.items():
+        if not values.get(field) and environ.get(variable):
+            values[field] = environ[variable]
     return values
 
 

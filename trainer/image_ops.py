@@ -90,7 +90,8 @@ def random_resized_crop(
     area_range: tuple[float, float] = (0.25, 1.0),
     aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tf.Tensor:
-    """Training's scale augmentation: a random window of 25-100% of the area, resized."""
+    """Training's scale augmentation: a random window of the image (by default 25-100% of
+    its area, aspect ratio 3:4 to 4:3), resized to the model input."""
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
@@ -130,9 +131,11 @@ def random_rotate(image: tf.Tensor, max_degrees: float) -> tf.Tensor:
     return rotated[0]
 
 
-def augment(image: tf.Tensor, input_size: int, rotation_degrees: float) -> tf.Tensor:
+def augment(
+    image: tf.Tensor, input_size: int, rotation_degrees: float, min_crop_area: float = 0.25
+) -> tf.Tensor:
     """Training's view of a stored image: random scale crop, horizontal flip, rotation."""
-    image = random_resized_crop(image, input_size)
+    image = random_resized_crop(image, input_size, area_range=(min_crop_area, 1.0))
     image = tf.image.random_flip_left_right(image)
     return random_rotate(image, rotation_degrees)
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from objrec import contract
-from trainer import distribution, input_pipeline, plots
+from trainer import distribution, input_pipeline, lineage, plots
 from trainer import evaluate as evaluate_lib
 from trainer import export as export_lib
 from trainer import model as model_lib
@@ -148,8 +148,8 @@ class PreemptionWatch:
 class Backup:
     """The preemption backup: every worker saves, only the chief's copy is kept."""
 
-    def __init__(self, checkpoint: tf.train.Checkpoint, job_dir: str, strategy):
-        self.directory = tf.io.gfile.join(job_dir, contract.BACKUP_DIR)
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, strategy):
+        self.directory = directory
         self._checkpoint = checkpoint
         write_dir = distribution.worker_write_dir(self.directory, strategy)
         self._manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=2)
@@ -169,8 +169,11 @@ class Backup:
             tf.io.gfile.rmtree(self._manager.directory)
 
 
-def make_train_step(model, optimizer, variables, strategy, config: TrainConfig):
-    """One distributed step; returns (mean loss, correct count, any worker preempted)."""
+def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, class_weights=None):
+    """One distributed step; returns (mean loss, correct count, any worker preempted).
+
+    `class_weights` (one per class) scales each example's loss by its true class's weight.
+    """
 
     def replica_step(images, labels, preempted):
         with tf.GradientTape() as tape:
@@ -178,10 +181,12 @@ def make_train_step(model, optimizer, variables, strategy, config: TrainConfig):
             per_example = keras.losses.categorical_crossentropy(
                 labels, probabilities, label_smoothing=config.label_smoothing
             )
+            if class_weights is not None:
+                per_example *= tf.reduce_sum(labels * tf.constant(class_weights), axis=-1)
             # Sum over the replica's examples / global batch: replicas' gradients then add up
             # to the gradient of the global mean loss.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+            scaled = optimizer.scale_loss(loss)  # only LossScaleOptimizer (float16) scales
         gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
         correct = tf.reduce_sum(
@@ -275,9 +280,9 @@ class History:
                 json.dump(self.epochs, file, indent=1)
 
 
-def _summary_writer(job_dir: str, chief: bool):
+def _summary_writer(log_dir: str, chief: bool):
     if chief:
-        return tf.summary.create_file_writer(tf.io.gfile.join(job_dir, contract.LOGS_DIR))
+        return tf.summary.create_file_writer(log_dir)
     return tf.summary.create_noop_writer()
 
 
@@ -307,12 +312,12 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
         state = TrainState()
         best = BestWeights(model)
     checkpoint = tf.train.Checkpoint(model=model, state=state, best=best, **optimizers)
-    backup = Backup(checkpoint, config.job_dir, strategy)
+    backup = Backup(checkpoint, config.resolved_backup_dir, strategy)
     backup.restore()
     watch = PreemptionWatch()
     history = History(config.job_dir, chief)
     history.keep_until(int(state.phase.numpy()), int(state.epoch.numpy()))
-    writer = _summary_writer(config.job_dir, chief)
+    writer = _summary_writer(config.resolved_log_dir, chief)
 
     train_data = iter(
         strategy.distribute_datasets_from_function(
@@ -336,7 +341,14 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
             continue
         variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
         optimizer = optimizers[phase.name]
-        train_step = make_train_step(model, optimizer, variables, strategy, config)
+        train_step = make_train_step(
+            model,
+            optimizer,
+            variables,
+            strategy,
+            config,
+            input_pipeline.class_weights(info) if config.class_weights else None,
+        )
         logging.info(
             "phase %s: %d trainable weights, up to %d epochs",
             phase.name,
@@ -440,8 +452,9 @@ def check_job_dir_writable(job_dir: str):
         ) from error
 
 
-def draw_pictures(job_dir: str, predictions, metrics: dict):
-    """eval/training_curves.png, confusion_matrix.png and sample_predictions.png."""
+def draw_pictures(job_dir: str, log_dir: str, predictions, metrics: dict):
+    """eval/training_curves.png, confusion_matrix.png and sample_predictions.png, also shown
+    in TensorBoard's Images tab."""
     eval_dir = tf.io.gfile.join(job_dir, contract.EVAL_DIR)
     history = History(job_dir, enabled=True).epochs
     if history:
@@ -459,6 +472,12 @@ def draw_pictures(job_dir: str, predictions, metrics: dict):
         metrics["labels"],
         tf.io.gfile.join(eval_dir, "sample_predictions.png"),
     )
+    with tf.summary.create_file_writer(log_dir).as_default(step=0):
+        for name in ("training_curves", "confusion_matrix", "sample_predictions"):
+            path = tf.io.gfile.join(eval_dir, f"{name}.png")
+            if tf.io.gfile.exists(path):
+                png = tf.io.decode_png(tf.io.read_file(path), channels=3)
+                tf.summary.image(f"eval/{name}", png[tf.newaxis])
 
 
 def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -> dict:
@@ -482,12 +501,15 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
     )
     metrics["split"] = split
     evaluate_lib.write_metrics(config.job_dir, metrics)
-    draw_pictures(config.job_dir, predictions, metrics)
+    draw_pictures(config.job_dir, config.resolved_log_dir, predictions, metrics)
     functions = export_lib.ServingFunctions(
         model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
     )
     model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
     export_dir = export_lib.export_saved_model(functions, model_base_path)
+    lineage.copy_into_export(config.job_dir, info, export_dir)
+    epochs_trained = len(History(config.job_dir, enabled=True).epochs)
+    lineage.report_to_hypertune(metrics["accuracy"], global_step=epochs_trained)
     logging.info(
         "%s accuracy %.4f on %d examples; exported %s",
         split,
@@ -517,6 +539,10 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     if chief:
         with tf.io.gfile.GFile(tf.io.gfile.join(config.job_dir, contract.CONFIG_FILE), "w") as file:
             file.write(config.to_json())
+        record = lineage.run_record(
+            config, info, type(strategy).__name__, strategy.num_replicas_in_sync
+        )
+        lineage.write_json(tf.io.gfile.join(config.job_dir, contract.RUN_FILE), record)
     train(config, info, strategy)
     if not chief:
         return {}
