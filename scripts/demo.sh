@@ -3,7 +3,7 @@
 #   sample images -> Beam preprocessing (DirectRunner) -> ResNet50 training (CPU) -> SavedModel
 #   -> local TF-Serving-compatible server -> gRPC predictions on held-out images.
 # Idempotent: every run rebuilds demo/dataset and demo/job from the sample images.
-# Settings: DEMO_DIR (demo), PER_CLASS (300 training images per class), EPOCHS (4), PORT (free).
+# Settings: DEMO_DIR (demo), PER_CLASS (400 images per class), EPOCHS (8), PORT (free).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -11,8 +11,8 @@ source .venv/bin/activate
 export TF_CPP_MIN_LOG_LEVEL=2
 
 demo=${DEMO_DIR:-demo}
-per_class=${PER_CLASS:-300}
-epochs=${EPOCHS:-4}
+per_class=${PER_CLASS:-400}
+epochs=${EPOCHS:-8}
 port=${PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 started=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
@@ -29,7 +29,8 @@ step "3/5 training ResNet50 from scratch at 32x32 on the CPU ($epochs epochs)"
 # No ImageNet weights can be downloaded here, so the whole network trains (--weights none).
 objrec-train --data_dir "$demo/dataset" --job_dir "$demo/job" --weights none --input_size 32 \
   --batch_size 32 --head_epochs 0 --fine_tune_epochs "$epochs" --fine_tune_from all \
-  --learning_rate 1e-3 --fine_tune_learning_rate 1e-3 --early_stopping_patience 0
+  --learning_rate 1e-3 --fine_tune_learning_rate 1e-3 --early_stopping_patience 0 \
+  --min_crop_area 0.6
 
 step "4/5 serving demo/job/export/objrec on 127.0.0.1:$port"
 objrec-serve --model_base_path "$demo/job/export/objrec" --model_name objrec --port "$port" \

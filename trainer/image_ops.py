@@ -189,6 +189,71 @@ def _declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(branch, [jpeg, png, gif, bmp, unknown])
 
 
+# EXIF lives in a JPEG's APP1 segment, at most 64 KiB, right after the start of the file.
+_EXIF_HEADER = b"Exif\x00\x00"
+_EXIF_SEARCH_BYTES = 65536
+_ORIENTATION_TAG = 0x0112
+_MAX_IFD_ENTRIES = 64
+
+
+def _uint(data: tf.Tensor, offset: tf.Tensor, length: int, little_endian: tf.Tensor):
+    """Unsigned integer of `length` bytes at `offset` (the caller keeps it in bounds)."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, length), tf.uint8), tf.int64)
+    powers = tf.constant([256**i for i in range(length)], tf.int64)
+    return tf.reduce_sum(raw * tf.where(little_endian, powers, tf.reverse(powers, [0])))
+
+
+def exif_orientation(image_bytes: tf.Tensor) -> tf.Tensor:
+    """The EXIF Orientation tag (1-8) of a JPEG, 1 when there is none or it is unreadable.
+
+    Reads IFD0 of the APP1 "Exif" segment with string ops only: a malformed segment gives 1,
+    never an error. Offsets are clamped and the data padded so every read stays in bounds.
+    """
+    head = tf.strings.substr(image_bytes, 0, _EXIF_SEARCH_BYTES)
+    head_length = tf.cast(tf.strings.length(head), tf.int64)
+    parts = tf.strings.split(head, _EXIF_HEADER, maxsplit=1)
+    found = tf.size(parts) > 1
+    padding = tf.constant(b"\x00" * (12 * _MAX_IFD_ENTRIES + 16))
+    data = tf.strings.join([head, padding])
+    tiff = tf.minimum(tf.cast(tf.strings.length(parts[0]), tf.int64) + 6, head_length)
+    little_endian = tf.strings.substr(data, tiff, 2) == b"II"
+    ifd = tf.minimum(tiff + _uint(data, tiff + 4, 4, little_endian), head_length)
+    count = tf.minimum(_uint(data, ifd, 2, little_endian), _MAX_IFD_ENTRIES)
+    entries = tf.io.decode_raw(tf.strings.substr(data, ifd + 2, 12 * _MAX_IFD_ENTRIES), tf.uint8)
+    entries = tf.reshape(tf.cast(entries, tf.int64), [_MAX_IFD_ENTRIES, 12])
+
+    def short_at(column: int) -> tf.Tensor:  # a 2-byte field of every entry
+        first, second = entries[:, column], entries[:, column + 1]
+        return tf.where(little_endian, first + 256 * second, 256 * first + second)
+
+    is_orientation = (short_at(0) == _ORIENTATION_TAG) & (
+        tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64) < count
+    )
+    # A SHORT value sits left-justified in the entry's 4-byte value field (bytes 8-9).
+    value = tf.reduce_max(tf.where(is_orientation, short_at(8), 0))
+    usable = found & (value >= 1) & (value <= 8)
+    return tf.cast(tf.where(usable, value, 1), tf.int32)
+
+
+def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Turns an HWC image upright for its EXIF orientation, as Pillow's exif_transpose."""
+
+    def transposed():
+        return tf.transpose(image, [1, 0, 2])
+
+    branches = [
+        lambda: image,  # 1: upright
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        transposed,  # 5: transposed
+        lambda: tf.reverse(transposed(), [1]),  # 6: needs 90 degrees clockwise
+        lambda: tf.reverse(transposed(), [0, 1]),  # 7: transversed
+        lambda: tf.reverse(transposed(), [0]),  # 8: needs 90 degrees counter-clockwise
+    ]
+    return tf.switch_case(orientation - 1, branches)
+
+
 def _to_rgb_on_white(image: tf.Tensor) -> tf.Tensor:
     """Any of 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels to float RGB, alpha on white."""
     channels = tf.shape(image)[-1]
@@ -213,7 +278,8 @@ def _to_rgb_on_white(image: tf.Tensor) -> tf.Tensor:
 def decode_raw_image(
     image_bytes: tf.Tensor, image_size: int, resize_mode: str, input_size: int, max_pixels: int
 ) -> tf.Tensor:
-    """Raw file bytes to model input, as preprocessing followed by evaluation would make it.
+    """Raw file bytes to model input, as preprocessing followed by evaluation would make it:
+    EXIF orientation (JPEG), transparency on white, the resize policy, the center crop.
 
     Raises InvalidArgumentError for an unknown format, a header declaring more than
     `max_pixels` pixels (checked before any decode) or undecodable data; the batch function
@@ -232,7 +298,7 @@ def decode_raw_image(
         # accurate integer DCT that Pillow's libjpeg uses too.
         decoded = tf.cond(
             is_jpeg,
-            lambda: decode_stored(image_bytes),
+            lambda: apply_orientation(decode_stored(image_bytes), exif_orientation(image_bytes)),
             lambda: tf.io.decode_image(image_bytes, expand_animations=False),
         )
     rgb = _to_rgb_on_white(decoded)
