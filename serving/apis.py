@@ -1,16 +1,17 @@
-"""TF Serving's model APIs answered from a ModelManager, shared by the gRPC and REST servers."""
+"""TF Serving's model APIs answered from a ServerCore, shared by the gRPC and REST servers."""
 
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, status_pb2
 
 from serving import status
-from serving.model_manager import ModelManager, VersionState
+from serving.model_manager import VersionState
+from serving.server_core import ServerCore
 
 SIGNATURE_DEF_FIELD = "signature_def"
 _UNKNOWN_ERROR_CODE = 2  # tensorflow.error.Code.UNKNOWN, for a version that failed to load
 
 
 def model_metadata(
-    manager: ModelManager, request: get_model_metadata_pb2.GetModelMetadataRequest
+    core: ServerCore, request: get_model_metadata_pb2.GetModelMetadataRequest
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """The served version's SignatureDefMap packed into Any, as TF Serving answers it."""
     if not request.HasField("model_spec"):
@@ -22,7 +23,7 @@ def model_metadata(
     for field in request.metadata_field:
         if field != SIGNATURE_DEF_FIELD:
             raise status.invalid_argument(f"Metadata field {field} is not supported")
-    servable = manager.servable(request.model_spec)
+    servable = core.servable(request.model_spec)
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     for key, signature in servable.signature_defs.items():
         signature_def_map.signature_def[key].CopyFrom(signature)
@@ -32,14 +33,15 @@ def model_metadata(
 
 
 def model_status(
-    manager: ModelManager, request: get_model_status_pb2.GetModelStatusRequest
+    core: ServerCore, request: get_model_status_pb2.GetModelStatusRequest
 ) -> get_model_status_pb2.GetModelStatusResponse:
     """Every version's state, or the pinned version's, as TF Serving's GetModelStatus."""
     if not request.HasField("model_spec"):
         raise status.invalid_argument("Missing ModelSpec")
     spec = request.model_spec
+    # A version label is ignored here, as in TF Serving's GetModelStatusImpl: all versions.
     version = spec.version.value if spec.HasField("version") else None
-    states = manager.version_states(spec.name, version)
+    states = core.version_states(spec.name, version)
     return get_model_status_pb2.GetModelStatusResponse(
         model_version_status=[version_status(state) for state in states]
     )

@@ -113,6 +113,7 @@ class PredictionClient:
         timeout: float = 30.0,
         signature_name: str = contract.SERVING_SIGNATURE,
         version: int | None = None,
+        version_label: str | None = None,
         batch_size: int = 16,
         max_concurrent_requests: int = 4,
         max_message_bytes: int = 64 * MIB,
@@ -129,6 +130,8 @@ class PredictionClient:
             timeout: deadline of each call, in seconds.
             signature_name: the signature Predict runs.
             version: pin a model version; None asks for the newest.
+            version_label: pin the version a label of the server's model config names
+                (e.g. "stable", "canary"); not together with `version`.
             batch_size: images per Predict request.
             max_concurrent_requests: Predict requests in flight at once.
             max_message_bytes: largest request or response; a request never exceeds it.
@@ -137,6 +140,8 @@ class PredictionClient:
             wait_for_ready: wait (within `timeout`) for a server that is not up yet, instead of
                 failing at once.
         """
+        if version is not None and version_label is not None:
+            raise ValueError("pin a version or a version label, not both")
         if batch_size < 1 or max_concurrent_requests < 1:
             raise ValueError("batch_size and max_concurrent_requests must be at least 1")
         if max_message_bytes <= FRAMING_BYTES:
@@ -146,6 +151,7 @@ class PredictionClient:
         self.timeout = timeout
         self.signature_name = signature_name
         self.version = version
+        self.version_label = version_label
         self.batch_size = batch_size
         self.max_message_bytes = max_message_bytes
         self._metadata = tuple(metadata)
@@ -202,7 +208,10 @@ class PredictionClient:
         )
 
     def model_status(self) -> list[VersionStatus]:
-        """Every version's state, or the pinned version's (GetModelStatus)."""
+        """Every version's state, or the pinned version's (GetModelStatus).
+
+        A label pin lists every version: TF Serving's GetModelStatus ignores labels.
+        """
         spec = self._model_spec()
         spec.ClearField("signature_name")
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
@@ -248,6 +257,8 @@ class PredictionClient:
         spec = model_pb2.ModelSpec(name=self.model_name, signature_name=self.signature_name)
         if self.version is not None:
             spec.version.value = self.version
+        if self.version_label is not None:
+            spec.version_label = self.version_label
         return spec
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request):
@@ -394,7 +405,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--batch_size", type=int, default=16, help="images per request")
     parser.add_argument("--max_concurrent_requests", type=int, default=4)
-    parser.add_argument("--model_version", type=int, default=None, help="pin a version")
+    pin = parser.add_mutually_exclusive_group()
+    pin.add_argument("--model_version", type=int, default=None, help="pin a version")
+    pin.add_argument(
+        "--model_version_label",
+        default=None,
+        help="pin the version a label of the server's model config names, e.g. stable",
+    )
     parser.add_argument("--signature_name", default=contract.SERVING_SIGNATURE)
     parser.add_argument("--ca_file", default=None, help="PEM CA certificates: use TLS")
     parser.add_argument(
@@ -443,6 +460,7 @@ def client_from_args(args: argparse.Namespace) -> PredictionClient:
         timeout=args.timeout,
         signature_name=args.signature_name,
         version=args.model_version,
+        version_label=args.model_version_label,
         batch_size=args.batch_size,
         max_concurrent_requests=args.max_concurrent_requests,
         ca_file=args.ca_file,
@@ -517,7 +535,15 @@ def describe_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> str:
             "up? (raise --timeout for slow models)"
         )
     if code == grpc.StatusCode.NOT_FOUND:
-        return f"{args.server} does not serve that model: {details} (check --model_name)"
+        return (
+            f"{args.server} does not serve that model or version: {details} "
+            "(check --model_name and --model_version; --status lists the versions)"
+        )
+    if "version label" in details:
+        return (
+            f"{args.server} answered {code.name}: {details} "
+            "(check --model_version_label against the server's model config)"
+        )
     return f"{args.server} answered {code.name}: {details}"
 
 

@@ -1,12 +1,12 @@
 """Which versions of a model are loaded, following TF Serving's file-system source and policy.
 
-Like TF Serving with a single `--model_base_path`: every integer-named directory under the base
-path is a version; the newest `num_versions` of them are aspired (TF Serving's default version
-policy, `latest {num_versions: 1}`); the base path is polled for new versions; an old version is
-unloaded only once an aspired one is available (TF Serving's AvailabilityPreservingPolicy), so a
-broken new export never takes a serving model down. As in TF Serving, there is no fallback to an
-older version at startup, and a version that failed to load is not retried until a restart.
-"""
+Like TF Serving's file-system source for one model: every integer-named directory under the base
+path is a version; the model's version policy picks the aspired ones (TF Serving's default is
+`latest {num_versions: 1}`, see model_config.py); the base path is polled for new versions; an
+old version is unloaded only once an aspired one is available (TF Serving's
+AvailabilityPreservingPolicy), so a broken new export never takes a serving model down. As in
+TF Serving, there is no fallback to an older version at startup, and a version that failed to
+load is not retried until a restart."""
 
 import dataclasses
 import logging
@@ -15,9 +15,8 @@ import threading
 from collections.abc import Callable
 
 import tensorflow as tf
-from tensorflow_serving.apis import model_pb2
 
-from serving import status, warmup
+from serving import model_config, status, warmup
 from serving.servable import SavedModelServable
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -54,21 +53,45 @@ def is_saved_model_dir(path: str) -> bool:
     return any(tf.io.gfile.exists(os.path.join(path, name)) for name in SAVED_MODEL_FILES)
 
 
+def servable_not_found(model_name: str, version: int | None = None) -> status.ServingError:
+    """NOT_FOUND for Predict or metadata, worded as TF Serving's manager words it."""
+    request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+    return status.not_found(f"Servable not found for request: {request}")
+
+
+def versions_not_found(model_name: str, version: int | None = None) -> status.ServingError:
+    """NOT_FOUND for GetModelStatus, worded as TF Serving's GetModelStatusImpl words it."""
+    if version is None:
+        return status.not_found(f"Could not find any versions of model {model_name}")
+    return status.not_found(f"Could not find version {version} of model {model_name}")
+
+
 class ModelManager:
-    """Loads, serves and unloads the versions of one model under its base path."""
+    """Loads, serves and unloads the versions of one model under its base path.
+
+    Args:
+        model_name: the name requests use.
+        model_base_path: directory (local or gs://) of integer version directories.
+        version_policy: which versions to keep loaded; None is TF Serving's default, the newest.
+        enable_model_warmup: replay each version's warmup records before serving it.
+        session_config: TensorFlow session options of every version.
+        on_availability_change: called after a version is loaded or unloaded.
+    """
 
     def __init__(
         self,
         model_name: str,
         model_base_path: str,
-        num_versions: int = 1,
+        version_policy: model_config.VersionPolicy | None = None,
         enable_model_warmup: bool = True,
         session_config: tf.compat.v1.ConfigProto | None = None,
-        on_availability_change: Callable[[bool], None] | None = None,
+        on_availability_change: Callable[[], None] | None = None,
     ):
         self.model_name = model_name
         self.model_base_path = model_base_path
-        self._num_versions = num_versions
+        self._version_policy = (
+            model_config.VersionPolicy() if version_policy is None else version_policy
+        )
         self._enable_model_warmup = enable_model_warmup
         self._session_config = session_config
         self._on_availability_change = on_availability_change
@@ -82,7 +105,8 @@ class ModelManager:
     def refresh(self) -> None:
         """Loads newly aspired versions, then unloads the ones no longer aspired."""
         with self._refresh_lock:
-            aspired = list_versions(self.model_base_path)[: self._num_versions]
+            on_disk = list_versions(self.model_base_path)
+            aspired = model_config.aspired_versions(on_disk, self._version_policy)
             for version in aspired:
                 if version not in self._servables and not self._failed(version):
                     self._load(version)
@@ -106,47 +130,45 @@ class ModelManager:
         )
         self._poller.start()
 
-    def servable(self, model_spec: model_pb2.ModelSpec) -> SavedModelServable:
-        """The loaded version a request's ModelSpec names: pinned, or else the newest.
+    def reconfigure(self, model_base_path: str, version_policy: model_config.VersionPolicy) -> None:
+        """Takes a reloaded config's base path and policy; the next refresh applies them."""
+        with self._refresh_lock:
+            self.model_base_path = model_base_path
+            self._version_policy = version_policy
+
+    def servable(self, version: int | None = None) -> SavedModelServable:
+        """The loaded `version`, or the newest loaded one when None.
 
         Raises:
-            status.ServingError: INVALID_ARGUMENT without a name, NOT_FOUND for an unknown model
-                or a version that is not loaded (TF Serving's messages).
+            status.ServingError: NOT_FOUND for a version that is not loaded (TF Serving's
+                message).
         """
-        if not model_spec.name:
-            raise status.invalid_argument("ModelSpec has no name specified.")
-        if model_spec.WhichOneof("version_choice") == "version_label":
-            raise status.invalid_argument(
-                f"Unrecognized servable version label: {model_spec.version_label}"
-            )
-        pinned = model_spec.version.value if model_spec.HasField("version") else None
         with self._lock:
-            if model_spec.name == self.model_name and self._servables:
-                version = max(self._servables) if pinned is None else pinned
-                if version in self._servables:
-                    return self._servables[version]
-        request = (
-            f"Specific({model_spec.name}, {pinned})"
-            if pinned is not None
-            else f"Latest({model_spec.name})"
-        )
-        raise status.not_found(f"Servable not found for request: {request}")
+            chosen = max(self._servables, default=None) if version is None else version
+            if chosen in self._servables:
+                return self._servables[chosen]
+        raise servable_not_found(self.model_name, version)
 
-    def version_states(self, model_name: str, version: int | None = None) -> list[VersionState]:
+    def version_states(self, version: int | None = None) -> list[VersionState]:
         """States of every version seen (newest first), or of one version.
 
         Raises:
             status.ServingError: NOT_FOUND, with TF Serving's GetModelStatus messages.
         """
         with self._lock:
-            states = dict(self._states) if model_name == self.model_name else {}
+            states = dict(self._states)
         if version is not None:
             if version not in states:
-                raise status.not_found(f"Could not find version {version} of model {model_name}")
+                raise versions_not_found(self.model_name, version)
             return [states[version]]
         if not states:
-            raise status.not_found(f"Could not find any versions of model {model_name}")
+            raise versions_not_found(self.model_name)
         return [states[v] for v in sorted(states, reverse=True)]
+
+    def available_versions(self) -> set[int]:
+        """The versions in state AVAILABLE: the only ones a version label may name."""
+        with self._lock:
+            return set(self._servables)
 
     def is_available(self) -> bool:
         """Whether at least one version is loaded and answering."""
@@ -217,7 +239,7 @@ class ModelManager:
 
     def _notify(self) -> None:
         if self._on_availability_change is not None:
-            self._on_availability_change(self.is_available())
+            self._on_availability_change()
 
 
 def run_warmup(servable: SavedModelServable) -> int:

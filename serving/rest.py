@@ -1,4 +1,4 @@
-"""TF Serving's REST API (`/v1/models/...`) over the same ModelManager as the gRPC server.
+"""TF Serving's REST API (`/v1/models/...`) over the same ServerCore as the gRPC server.
 
 Standard library only (a threaded `http.server`). Request and response JSON follow TF Serving's
 REST API: `{"instances": [...]}` (row format) → `{"predictions": [...]}`, `{"inputs": ...}`
@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,13 +34,14 @@ from tensorflow_serving.apis import (
 
 from objrec import contract
 from serving import apis, servable, status, tensors
-from serving.model_manager import ModelManager
+from serving.server_core import ServerCore
 
-# TF Serving's routes (model_servers/http_rest_api_handler.cc).
+# TF Serving's routes (model_servers/http_rest_api_util.cc): a version or a label, not both.
+_VERSION_OR_LABEL = r"(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
 PREDICT_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)", re.IGNORECASE
+    rf"/v1/models/([^/:]+){_VERSION_OR_LABEL}:(classify|regress|predict)", re.IGNORECASE
 )
-MODEL_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?(/metadata)?", re.IGNORECASE)
+MODEL_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION_OR_LABEL}(/metadata)?", re.IGNORECASE)
 # TF Serving returns a string output whose alias ends in `_bytes` base64-encoded.
 BYTES_SUFFIX = "_bytes"
 B64_KEY = "b64"
@@ -51,8 +53,8 @@ Json = Any
 class RestApiServer:
     """A threaded HTTP server answering TF Serving's REST API."""
 
-    def __init__(self, manager: ModelManager, max_body_bytes: int):
-        self._manager = manager
+    def __init__(self, core: ServerCore, max_body_bytes: int):
+        self._core = core
         self.max_body_bytes = max_body_bytes
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -85,7 +87,7 @@ class RestApiServer:
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Json]:
         """(HTTP status, JSON body) for one request; errors become `{"error": ...}`."""
         try:
-            return 200, route(self._manager, method, path, body)
+            return 200, route(self._core, method, path, body)
         except status.ServingError as error:
             return error.http_status, {"error": error.message}
         except Exception:
@@ -143,33 +145,35 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def route(manager: ModelManager, method: str, path: str, body: bytes) -> Json:
+def route(core: ServerCore, method: str, path: str, body: bytes) -> Json:
     """Dispatches a request to predict, model status or model metadata."""
     predict_match = PREDICT_PATH.fullmatch(path)
     if method == "POST" and predict_match:
-        name, version, verb = predict_match.groups()
+        name, version, label, verb = predict_match.groups()
         if verb.lower() != "predict":
             raise status.ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{verb} is not supported by the objrec development server: use predict",
             )
-        return predict(manager, model_spec(name, version), parse_json(body))
+        return predict(core, model_spec(name, version, label), parse_json(body))
     model_match = MODEL_PATH.fullmatch(path)
     if method == "GET" and model_match:
-        name, version, metadata = model_match.groups()
+        name, version, label, metadata = model_match.groups()
         if not name:
             raise status.invalid_argument("Missing model name in request.")
         if metadata:
-            return model_metadata(manager, model_spec(name, version))
-        return model_status(manager, model_spec(name, version))
+            return model_metadata(core, model_spec(name, version, label))
+        return model_status(core, model_spec(name, version, label))
     raise status.invalid_argument(f"Malformed request: {method} {path}")
 
 
-def model_spec(name: str, version: str | None) -> model_pb2.ModelSpec:
-    """The ModelSpec a REST path names."""
-    spec = model_pb2.ModelSpec(name=name)
+def model_spec(name: str, version: str | None, label: str | None = None) -> model_pb2.ModelSpec:
+    """The ModelSpec a REST path names: `/versions/<number>` or `/labels/<label>`, or neither."""
+    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
     if version is not None:
         spec.version.value = int(version)
+    if label is not None:
+        spec.version_label = urllib.parse.unquote(label)
     return spec
 
 
@@ -184,21 +188,21 @@ def parse_json(body: bytes) -> Mapping[str, Json]:
     return document
 
 
-def model_status(manager: ModelManager, spec: model_pb2.ModelSpec) -> Json:
+def model_status(core: ServerCore, spec: model_pb2.ModelSpec) -> Json:
     """GetModelStatus as TF Serving prints it: every field, proto field names."""
     request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
-    response = apis.model_status(manager, request)
+    response = apis.model_status(core, request)
     return json_format.MessageToDict(
         response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
 
 
-def model_metadata(manager: ModelManager, spec: model_pb2.ModelSpec) -> Json:
+def model_metadata(core: ServerCore, spec: model_pb2.ModelSpec) -> Json:
     """GetModelMetadata with the SignatureDefMap unpacked, as TF Serving's /metadata answers."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(
         model_spec=spec, metadata_field=[apis.SIGNATURE_DEF_FIELD]
     )
-    response = apis.model_metadata(manager, request)
+    response = apis.model_metadata(core, request)
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata[apis.SIGNATURE_DEF_FIELD].Unpack(signature_def_map)
     return {
@@ -215,12 +219,12 @@ def model_metadata(manager: ModelManager, spec: model_pb2.ModelSpec) -> Json:
     }
 
 
-def predict(manager: ModelManager, spec: model_pb2.ModelSpec, document: Mapping[str, Json]) -> Json:
+def predict(core: ServerCore, spec: model_pb2.ModelSpec, document: Mapping[str, Json]) -> Json:
     """Runs a row- or column-format predict request; answers in the same format."""
     signature_name = document.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise status.invalid_argument("'signature_name' key must be a string value.")
-    served = manager.servable(spec)
+    served = core.servable(spec)
     signature = served.signature_defs.get(signature_name or contract.SERVING_SIGNATURE)
     if signature is None:
         raise status.invalid_argument(

@@ -13,6 +13,12 @@ Run it on a trainer's export (local path or gs://):
     python -m serving.server --model_base_path gs://BUCKET/JOB_DIR/export/objrec \
         --model_name objrec --port 8500
 
+or on TF Serving's model config file (several models, version policies, version labels;
+see model_config.py), re-read every 30 s:
+
+    python -m serving.server --model_config_file models.config \
+        --model_config_file_poll_wait_seconds 30 --allow_version_labels_for_unavailable_models true
+
 or through the console script `objrec-serve` with the same flags.
 """
 
@@ -28,12 +34,17 @@ from concurrent import futures
 import grpc
 import tensorflow as tf
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+    status_pb2,
+)
 
-from serving import apis, status
+from serving import apis, model_config, status
 from serving.config import ServerConfig
-from serving.model_manager import ModelManager
 from serving.rest import RestApiServer
+from serving.server_core import ServerCore
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 
@@ -63,20 +74,20 @@ def unimplemented(context: grpc.ServicerContext, method: str) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """tensorflow.serving.PredictionService over a ModelManager."""
+    """tensorflow.serving.PredictionService over a ServerCore."""
 
-    def __init__(self, manager: ModelManager):
-        self._manager = manager
+    def __init__(self, core: ServerCore):
+        self._core = core
 
     @aborts_on_error
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
         if not request.HasField("model_spec"):
             raise status.invalid_argument("Missing ModelSpec")
-        return self._manager.servable(request.model_spec).predict(request)
+        return self._core.servable(request.model_spec).predict(request)
 
     @aborts_on_error
     def GetModelMetadata(self, request, context):  # noqa: N802
-        return apis.model_metadata(self._manager, request)
+        return apis.model_metadata(self._core, request)
 
     def Classify(self, request, context):  # noqa: N802
         unimplemented(context, "Classify")
@@ -89,17 +100,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService: version states; config reloads are not supported."""
+    """tensorflow.serving.ModelService: version states, and config reloads."""
 
-    def __init__(self, manager: ModelManager):
-        self._manager = manager
+    def __init__(self, core: ServerCore):
+        self._core = core
 
     @aborts_on_error
     def GetModelStatus(self, request, context):  # noqa: N802
-        return apis.model_status(self._manager, request)
+        return apis.model_status(self._core, request)
 
+    @aborts_on_error
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
-        unimplemented(context, "HandleReloadConfigRequest")
+        # As TF Serving: the whole config is replaced (a model left out is unloaded), and a
+        # refused one is an error status with the old config still in force.
+        self._core.reload_config(request.config)
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())
 
 
 class ModelServer:
@@ -115,13 +130,13 @@ class ModelServer:
         self.config = config
         self._health = health.HealthServicer()
         self._set_health(False)
-        self.manager = ModelManager(
-            config.model_name,
-            config.model_base_path,
-            num_versions=config.num_versions,
+        self.core = ServerCore(
             enable_model_warmup=config.enable_model_warmup,
             session_config=session_config(config.tensorflow_session_parallelism),
-            on_availability_change=self._set_health,
+            allow_version_labels_for_unavailable_models=(
+                config.allow_version_labels_for_unavailable_models
+            ),
+            on_availability_change=self._update_health,
         )
         self._grpc_server: grpc.Server | None = None
         self._rest_server: RestApiServer | None = None
@@ -133,22 +148,27 @@ class ModelServer:
         return self._rest_server.port if self._rest_server else None
 
     def start(self) -> int:
-        """Loads the newest version(s), starts serving and polling; returns the gRPC port.
+        """Loads the configured models, starts serving and polling; returns the gRPC port.
 
         Raises:
+            ValueError: the model config is refused (TF Serving's message).
             OSError: a port cannot be bound.
         """
-        self.manager.refresh()
+        self._load_initial_config()
         try:
             self.port = self._start_grpc()
             if self.config.rest_api_port is not None:
-                self._rest_server = RestApiServer(self.manager, self.config.max_message_bytes)
+                self._rest_server = RestApiServer(self.core, self.config.max_message_bytes)
                 self._rest_server.start(self.config.host, self.config.rest_api_port)
         except OSError:
             self.stop(grace=0)
             raise
         if self.config.file_system_poll_wait_seconds > 0:
-            self.manager.start_polling(self.config.file_system_poll_wait_seconds)
+            self.core.start_polling(self.config.file_system_poll_wait_seconds)
+        if self.config.model_config_file and self.config.model_config_file_poll_wait_seconds > 0:
+            self.core.start_config_polling(
+                self.config.model_config_file, self.config.model_config_file_poll_wait_seconds
+            )
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
@@ -159,7 +179,7 @@ class ModelServer:
             self._rest_server.stop()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace).wait()
-        self.manager.close()
+        self.core.close()
 
     def __enter__(self) -> "ModelServer":
         self.start()
@@ -167,6 +187,17 @@ class ModelServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    def _load_initial_config(self) -> None:
+        try:
+            self.core.reload_config(initial_model_server_config(self.config))
+        except status.ServingError as error:
+            hint = ""
+            if error.code == grpc.StatusCode.FAILED_PRECONDITION:
+                # Nothing is loaded before the first config, so TF Serving refuses any label
+                # in it unless told otherwise; the hint saves a trip to its source code.
+                hint = " (start with --allow_version_labels_for_unavailable_models=true)"
+            raise ValueError(f"{error.code.name}: {error.message}{hint}") from None
 
     def _start_grpc(self) -> int:
         self._grpc_server = self._build_grpc_server()
@@ -192,17 +223,18 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager), server
+            PredictionServicer(self.core), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.manager), server
-        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         return server
 
+    def _update_health(self) -> None:
+        self._set_health(self.core.is_available())
+
     def _set_health(self, available: bool) -> None:
-        # Like TF Serving's --enable_grpc_healthcheck_service: SERVING once a version answers,
-        # so a Kubernetes grpc probe keeps traffic away until then.
+        # Like TF Serving's --enable_grpc_healthcheck_service: SERVING once every model has a
+        # version answering, so a Kubernetes grpc probe keeps traffic away until then.
         serving_status = (
             health_pb2.HealthCheckResponse.SERVING
             if available
@@ -210,6 +242,19 @@ class ModelServer:
         )
         for service in ("", PREDICTION_SERVICE):
             self._health.set(service, serving_status)
+
+
+def initial_model_server_config(config: ServerConfig) -> model_config.ModelServerConfig:
+    """The models to serve: the config file's, or the one `--model_base_path` names.
+
+    Raises:
+        ValueError: the config file cannot be read or TF Serving would refuse it.
+    """
+    if config.model_config_file:
+        return model_config.read_model_server_config(config.model_config_file)
+    return model_config.single_model_config(
+        config.model_name, config.model_base_path, config.num_versions
+    )
 
 
 def session_config(parallelism: int) -> tf.compat.v1.ConfigProto:
@@ -245,16 +290,32 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def parse_args(argv: Sequence[str] | None) -> ServerConfig:
-    """Command line (TF Serving's flag names) → ServerConfig."""
-    defaults = ServerConfig(model_base_path="")
+def build_parser() -> argparse.ArgumentParser:
+    """The objrec-serve command line: TF Serving's flag names and defaults."""
+    defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="objrec-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model_base_path",
-        required=True,
+        default="",
         help="JOB_DIR/export/objrec: holds integer version directories",
     )
     parser.add_argument("--model_name", default=defaults.model_name)
+    parser.add_argument(
+        "--model_config_file",
+        default=None,
+        help="TF Serving's text-format ModelServerConfig, instead of --model_base_path",
+    )
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=defaults.model_config_file_poll_wait_seconds,
+        help="re-read --model_config_file this often; 0 reads it once",
+    )
+    parser.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=parse_bool,
+        default=defaults.allow_version_labels_for_unavailable_models,
+    )
     parser.add_argument("--port", type=int, default=defaults.port, help="gRPC port")
     parser.add_argument(
         "--rest_api_port",
@@ -266,8 +327,8 @@ def parse_args(argv: Sequence[str] | None) -> ServerConfig:
     parser.add_argument(
         "--num_versions",
         type=int,
-        default=defaults.num_versions,
-        help="how many of the newest versions to keep loaded",
+        default=None,
+        help=f"how many of the newest versions to keep loaded (default {defaults.num_versions})",
     )
     parser.add_argument(
         "--file_system_poll_wait_seconds",
@@ -290,15 +351,35 @@ def parse_args(argv: Sequence[str] | None) -> ServerConfig:
         default=defaults.tensorflow_session_parallelism,
     )
     parser.add_argument("--grace_period_seconds", type=float, default=defaults.grace_period_seconds)
-    args = parser.parse_args(argv)
-    if args.num_versions < 1:
+    return parser
+
+
+def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exactly one of --model_base_path and --model_config_file, each usable."""
+    if args.model_config_file:
+        if args.model_base_path or args.num_versions is not None:
+            parser.error(
+                "--model_config_file lists the models with their base paths and version "
+                "policies: drop --model_base_path and --num_versions"
+            )
+        return
+    if not args.model_base_path:
+        parser.error("give --model_base_path JOB_DIR/export/objrec, or --model_config_file")
+    if args.num_versions is not None and args.num_versions < 1:
         parser.error(f"--num_versions {args.num_versions}: keep at least 1 version loaded")
     if not tf.io.gfile.isdir(args.model_base_path):
         parser.error(
             f"--model_base_path {args.model_base_path} is not a directory: "
             "point it at JOB_DIR/export/objrec"
         )
-    fields = vars(args)
+
+
+def parse_args(argv: Sequence[str] | None) -> ServerConfig:
+    """Command line (TF Serving's flag names) → ServerConfig."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_model_source(parser, args)
+    fields = {name: value for name, value in vars(args).items() if value is not None}
     fields["rest_api_port"] = args.rest_api_port or None
     return ServerConfig(**fields)
 
@@ -311,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(config)
     except OSError as error:
         sys.exit(f"objrec-serve: {error} Pick another --port or --rest_api_port.")
+    except ValueError as error:
+        sys.exit(f"objrec-serve: {error}")
 
 
 if __name__ == "__main__":

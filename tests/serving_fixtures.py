@@ -10,7 +10,7 @@ import contextlib
 import pathlib
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -164,9 +164,36 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(model_base_path: pathlib.Path, **overrides) -> Iterator[ModelServer]:
-    """An in-process ModelServer on a free 127.0.0.1 port; `overrides` are ServerConfig fields."""
+def running_server(
+    model_base_path: pathlib.Path | None = None, **overrides
+) -> Iterator[ModelServer]:
+    """An in-process ModelServer on a free 127.0.0.1 port; `overrides` are ServerConfig fields.
+
+    Without `model_base_path`, pass `model_config_file=` instead.
+    """
     fields = {"port": 0, "host": "127.0.0.1", "grace_period_seconds": 0.0, **overrides}
-    config = ServerConfig(model_base_path=str(model_base_path), **fields)
+    config = ServerConfig(model_base_path=str(model_base_path or ""), **fields)
     with ModelServer(config) as server:
         yield server
+
+
+def model_config_text(
+    models: Mapping[str, pathlib.Path],
+    versions: Mapping[str, Sequence[int]] | None = None,
+    labels: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
+    """TF Serving's text-format ModelServerConfig: name → base path, `specific` versions, labels.
+
+    A model without listed versions gets TF Serving's default policy (the newest version).
+    """
+    versions, labels = versions or {}, labels or {}
+    entries = []
+    for name, base_path in models.items():
+        lines = [f'name: "{name}"', f'base_path: "{base_path}"', 'model_platform: "tensorflow"']
+        if name in versions:
+            listed = " ".join(f"versions: {version}" for version in versions[name])
+            lines.append(f"model_version_policy {{ specific {{ {listed} }} }}")
+        for label, version in labels.get(name, {}).items():
+            lines.append(f'version_labels {{ key: "{label}" value: {version} }}')
+        entries.append("  config {\n" + "".join(f"    {line}\n" for line in lines) + "  }\n")
+    return "model_config_list {\n" + "".join(entries) + "}\n"

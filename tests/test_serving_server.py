@@ -381,7 +381,7 @@ def test_pinned_version_is_served_while_the_newest_is_the_default(
 
 
 def version_states(server) -> dict[int, str]:
-    return {state.version: state.state for state in server.manager.version_states("objrec")}
+    return {state.version: state.state for state in server.core.version_states("objrec")}
 
 
 def wait_for(condition, timeout=20.0) -> None:
@@ -428,7 +428,7 @@ def test_broken_new_version_is_reported_and_the_old_one_keeps_serving(toy_versio
         broken_export(toy_version, tmp_path, 2)
         wait_for(lambda: version_states(server).get(2) == "END")  # LOADING, then END
 
-        states = {s.version: s for s in server.manager.version_states("objrec")}
+        states = {s.version: s for s in server.core.version_states("objrec")}
         assert states[2].state == "END"
         assert "saved_model.pb" in states[2].error_message
         assert states[1].state == "AVAILABLE"
@@ -492,7 +492,7 @@ def test_warmup_records_are_replayed_and_a_failing_one_fails_the_load(toy_versio
     )
     warmup.write_warmup_file(str(bad), [log])
     with running_server(tmp_path, num_versions=2) as server:
-        states = {s.version: s for s in server.manager.version_states("objrec")}
+        states = {s.version: s for s in server.core.version_states("objrec")}
     assert states[1].state == "AVAILABLE"
     assert states[2].state == "END"
     assert "Signature input alias: image_bytes" in states[2].error_message
