@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from preprocessing import pipeline, sample_data  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
-from trainer import input_pipeline, train  # noqa: E402
+from trainer import export, input_pipeline, train  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 COMMON_FLAGS = ["--input_size", "32", "--batch_size", "32", "--early_stopping_patience", "0"]
@@ -57,7 +57,7 @@ def save_backbone(job_dir: str, data_dir: str, path: str) -> str:
     """The trained backbone of a job, as a weights file `--weights` accepts."""
     info = input_pipeline.load_dataset_info(data_dir)
     model = model_lib.build_model(info.num_classes, 32, "none")
-    tf.train.Checkpoint(model=model).read(train.final_weights_path(job_dir)).expect_partial()
+    tf.train.Checkpoint(model=model).read(export.final_weights_path(job_dir)).expect_partial()
     model_lib.backbone_of(model).save_weights(path)
     return path
 

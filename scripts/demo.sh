@@ -10,7 +10,7 @@ bash scripts/setup_env.sh
 source .venv/bin/activate
 export TF_CPP_MIN_LOG_LEVEL=2
 
-demo=${DEMO_DIR:-demo}
+demo=$(realpath -m "${DEMO_DIR:-demo}")
 per_class=${PER_CLASS:-400}
 epochs=${EPOCHS:-8}
 port=${PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}

@@ -18,7 +18,7 @@ from serving.server import ModelServer
 from tests import dataset_fixtures
 from tests.conftest import TINY_TRAINING_FLAGS
 from trainer import config as config_lib
-from trainer import image_ops, train
+from trainer import export, image_ops, train
 from trainer import model as model_lib
 
 IMAGES_PER_CLASS = 12
@@ -95,7 +95,7 @@ def test_folder_to_served_predictions(tmp_path):
         served = tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
 
     model = model_lib.build_model(len(labels), config.input_size, "none")
-    tf.train.Checkpoint(model=model).read(train.final_weights_path(job_dir)).expect_partial()
+    tf.train.Checkpoint(model=model).read(export.final_weights_path(job_dir)).expect_partial()
     images = tf.stack(
         [
             image_ops.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, config.max_pixels)

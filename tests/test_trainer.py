@@ -15,7 +15,7 @@ from objrec import contract
 from tests import dataset_fixtures
 from tests.conftest import TINY_TRAINING_FLAGS
 from trainer import config as config_lib
-from trainer import distribution, image_ops, input_pipeline, train
+from trainer import distribution, export, image_ops, input_pipeline, train
 from trainer import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +159,9 @@ def test_saved_model_signatures_follow_the_contract(trained_job):
 def _trained_keras_model(trained_job):
     config = trained_job["config"]
     model = model_lib.build_model(3, config.input_size, "none")
-    tf.train.Checkpoint(model=model).read(train.final_weights_path(config.job_dir)).expect_partial()
+    tf.train.Checkpoint(model=model).read(
+        export.final_weights_path(config.job_dir)
+    ).expect_partial()
     return model
 
 
@@ -370,3 +372,37 @@ def test_whole_job_on_ram_filesystem_takes_the_remote_code_path():
     for name in ("run.json", "eval/metrics.json", "eval/confusion_matrix.png", "checkpoints"):
         assert tf.io.gfile.exists(f"{job_dir}/{name}"), name
     assert tf.io.gfile.listdir(f"{job_dir}/backup")
+
+
+def test_export_again_makes_the_next_version_with_warmup(trained_job, tmp_path):
+    import shutil
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    job_dir = str(tmp_path / "job")
+    shutil.copytree(trained_job["job_dir"], job_dir)
+    first = os.path.join(job_dir, "export", "objrec", "1", "saved_model.pb")
+    before = os.path.getmtime(first)
+    assert export.main(["--job_dir", job_dir, "--max_pixels", "1000"]) == 0
+    base = os.path.join(job_dir, "export", "objrec")
+    assert sorted(os.listdir(base)) == ["1", "2"]  # no staging directory left behind
+    assert os.path.getmtime(first) == before  # version 1 untouched
+    warmup_path = os.path.join(base, "2", "assets.extra", "tf_serving_warmup_requests")
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(warmup_path)
+    ]
+    batch_sizes = [
+        log.predict_log.request.inputs["image_bytes"].tensor_shape.dim[0].size for log in logs
+    ]
+    assert batch_sizes == list(export.WARMUP_BATCH_SIZES)
+    with open(os.path.join(base, "2", "assets.extra", "run.json")) as file:
+        assert json.load(file)["config"]["batch_size"] == 8
+    served = _signature(os.path.join(base, "2"), contract.SERVING_SIGNATURE)
+    big = dataset_fixtures.jpeg_bytes(np.zeros((40, 40, 3), np.uint8))  # 1,600 > 1,000 pixels
+    assert served(image_bytes=tf.constant([big]))[contract.OUTPUT_VALID].numpy().tolist() == [False]
+
+
+def test_export_of_a_job_that_never_trained_is_a_clear_error(tmp_path, capsys):
+    assert export.main(["--job_dir", str(tmp_path)]) == 2
+    assert "--job_dir" in capsys.readouterr().err

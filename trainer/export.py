@@ -1,15 +1,31 @@
 """SavedModel export in TF Serving's layout, with the signatures DESIGN.md specifies.
 
-Re-export a job's trained weights without training:
+Training exports at its end. To export a finished job's weights again without training (a
+new integer version; an existing version is never overwritten), e.g. with another pixel limit:
 
-    python -m trainer.export --data_dir DATASET_DIR --job_dir JOB_DIR
+    python -m trainer.export --job_dir work/job [--max_pixels 20000000]
+    python -m trainer.export --job_dir gs://BUCKET/jobs/run-1
 """
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
 from objrec import contract
-from trainer import image_ops
+from serving import warmup
+from trainer import image_ops, input_pipeline, lineage
+from trainer import model as model_lib
+from trainer.config import TrainConfig
+
+# Warmup requests replay at batch size 1 and at the server-side batching size of k8s/.
+WARMUP_BATCH_SIZES = (1, 32)
 
 
 class ServingFunctions:
@@ -80,8 +96,86 @@ def next_version(model_base_path: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(functions: ServingFunctions, model_base_path: str) -> str:
-    """Writes the SavedModel to MODEL_BASE_PATH/<next version>/ and returns that path.
+def final_weights_path(job_dir: str) -> str:
+    """Where training leaves its final (early-stopping best) weights."""
+    return tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, "final")
+
+
+def restore_trained_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """A fresh float32 model with a job's final weights, whatever the training precision."""
+    keras.mixed_precision.set_global_policy("float32")
+    model = model_lib.build_model(num_classes, config.input_size, "none", config.dropout)
+    status = tf.train.Checkpoint(model=model).read(final_weights_path(config.job_dir))
+    status.assert_existing_objects_matched()
+    return model
+
+
+def warmup_images(info: input_pipeline.DatasetInfo, count: int) -> list[bytes]:
+    """Encoded images of real validation (else train) records, repeated up to `count`."""
+    split = contract.VALIDATION if info.has_split(contract.VALIDATION) else contract.TRAIN
+    records = tf.data.TFRecordDataset(info.files[split]).map(input_pipeline.parse_example)
+    images = [encoded.numpy() for encoded, _ in records.take(count)]
+    return [images[i % len(images)] for i in range(count)]
+
+
+def write_warmup_requests(
+    export_dir: str, info: input_pipeline.DatasetInfo, model_name: str
+) -> str:
+    """assets.extra/tf_serving_warmup_requests: one Predict per warmup batch size."""
+    images = warmup_images(info, max(WARMUP_BATCH_SIZES))
+    logs = [warmup.predict_log(images[:size], model_name) for size in WARMUP_BATCH_SIZES]
+    return warmup.write_warmup_file(export_dir, logs)
+
+
+def export_model(model: keras.Model, config: TrainConfig, info: input_pipeline.DatasetInfo) -> str:
+    """Exports to JOB_DIR/export/MODEL_NAME/<next version>/ with warmup and lineage.
+
+    TF Serving polls the base path and must never load a half-written integer version, so
+    everything is written to a staging directory (a name it ignores) and then published.
+    """
+    functions = ServingFunctions(
+        model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
+    )
+    model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
+    staging = tf.io.gfile.join(model_base_path, f".tmp-{uuid.uuid4().hex}")
+    write_saved_model(functions, staging)
+    write_warmup_requests(staging, info, config.model_name)
+    lineage.copy_into_export(config.job_dir, info, staging)
+    version_dir = tf.io.gfile.join(model_base_path, str(next_version(model_base_path)))
+    publish(staging, version_dir)
+    return version_dir
+
+
+def publish(staging: str, version_dir: str) -> None:
+    """Copies `staging` to `version_dir`, saved_model.pb last, then deletes `staging`.
+
+    A directory rename is atomic on a local disk only (object stores copy object by object,
+    and ram:// drops the children), while a version counts as present once its
+    saved_model.pb exists: writing that file last works the same on every file system.
+    """
+    # ram:// matches children by name prefix (it lists `assets/.extra` next to the real
+    # `assets.extra/`): copy only what exists.
+    files = [
+        tf.io.gfile.join(directory, name)
+        for directory, _, names in tf.io.gfile.walk(staging)
+        for name in names
+        if tf.io.gfile.exists(tf.io.gfile.join(directory, name))
+    ]
+    relative = [path[len(staging) :].lstrip("/") for path in files]
+    for path, name in sorted(
+        zip(files, relative, strict=True), key=lambda pair: pair[1] == "saved_model.pb"
+    ):
+        target = tf.io.gfile.join(version_dir, name)
+        tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
+        tf.io.gfile.copy(path, target)
+    try:
+        tf.io.gfile.rmtree(staging)
+    except tf.errors.NotFoundError:  # ram:// again; a leftover `.tmp-*` is ignored by servers
+        logging.warning("could not remove the staging directory %s", staging)
+
+
+def write_saved_model(functions: ServingFunctions, export_dir: str) -> None:
+    """Writes the SavedModel with both signatures to `export_dir`.
 
     Keras's ExportArchive, not `tf.saved_model.save`: only its variable tracking gives a
     SavedModel whose graph TF Serving (a TF1-style session over the SignatureDefs) can run.
@@ -99,6 +193,44 @@ def export_saved_model(functions: ServingFunctions, model_base_path: str) -> str
         functions.from_images,
         input_signature=[signatures[contract.PIXELS_SIGNATURE]],
     )
-    version_dir = tf.io.gfile.join(model_base_path, str(next_version(model_base_path)))
-    archive.write_out(version_dir, verbose=False)
-    return version_dir
+    archive.write_out(export_dir, verbose=False)
+
+
+def load_job_config(job_dir: str, overrides: dict) -> TrainConfig:
+    """The config a job trained with (JOB_DIR/config.json), with `overrides` applied."""
+    with tf.io.gfile.GFile(tf.io.gfile.join(job_dir, contract.CONFIG_FILE)) as file:
+        values = json.load(file)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    values["job_dir"] = job_dir
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{key: value for key, value in values.items() if key in known})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description="Export a trained objrec job again.")
+    parser.add_argument("--job_dir", required=True)
+    parser.add_argument("--data_dir", help="default: the dataset the job trained on")
+    parser.add_argument("--max_pixels", type=int, help="per-image limit of the export")
+    parser.add_argument("--model_name", help="export/<model_name>/ (default: the job's)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_job_config(
+            args.job_dir,
+            {
+                "data_dir": args.data_dir,
+                "max_pixels": args.max_pixels,
+                "model_name": args.model_name,
+            },
+        )
+        info = input_pipeline.load_dataset_info(config.data_dir)
+        model = restore_trained_model(config, info.num_classes)
+    except (ValueError, tf.errors.NotFoundError) as error:
+        print(f"trainer.export: error: --job_dir {args.job_dir}: {error}", file=sys.stderr)
+        return 2
+    print(f"SavedModel: {export_model(model, config, info)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

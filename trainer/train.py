@@ -418,10 +418,6 @@ def save_final_weights(model: keras.Model, job_dir: str, strategy) -> str:
     return directory
 
 
-def final_weights_path(job_dir: str) -> str:
-    return tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, "final")
-
-
 def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas: int):
     """Errors a user can make, each reported before any training starts."""
     if not info.has_split(contract.TRAIN):
@@ -486,11 +482,7 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
     A fresh float32 model (whatever the training precision) is restored from
     JOB_DIR/checkpoints, so the export is the same for every strategy.
     """
-    keras.mixed_precision.set_global_policy("float32")
-    model = model_lib.build_model(info.num_classes, config.input_size, "none", config.dropout)
-    tf.train.Checkpoint(model=model).read(
-        final_weights_path(config.job_dir)
-    ).assert_existing_objects_matched()
+    model = export_lib.restore_trained_model(config, info.num_classes)
     split = evaluate_lib.evaluation_split(info)
     predictions = evaluate_lib.predict_split(model, info, split, config)
     metrics = evaluate_lib.classification_metrics(
@@ -502,12 +494,7 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
     metrics["split"] = split
     evaluate_lib.write_metrics(config.job_dir, metrics)
     draw_pictures(config.job_dir, config.resolved_log_dir, predictions, metrics)
-    functions = export_lib.ServingFunctions(
-        model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
-    )
-    model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
-    export_dir = export_lib.export_saved_model(functions, model_base_path)
-    lineage.copy_into_export(config.job_dir, info, export_dir)
+    export_dir = export_lib.export_model(model, config, info)
     epochs_trained = len(History(config.job_dir, enabled=True).epochs)
     lineage.report_to_hypertune(metrics["accuracy"], global_step=epochs_trained)
     logging.info(
