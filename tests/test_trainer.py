@@ -406,3 +406,16 @@ def test_export_again_makes_the_next_version_with_warmup(trained_job, tmp_path):
 def test_export_of_a_job_that_never_trained_is_a_clear_error(tmp_path, capsys):
     assert export.main(["--job_dir", str(tmp_path)]) == 2
     assert "--job_dir" in capsys.readouterr().err
+
+
+def test_warmup_covers_every_batching_size_of_the_manifests():
+    import glob
+    import re
+
+    sizes = set()
+    for path in glob.glob(os.path.join(REPO, "k8s", "**", "batching.config"), recursive=True):
+        with open(path) as file:
+            sizes.update(
+                int(v) for v in re.findall(r"max_batch_size\s*{\s*value:\s*(\d+)", file.read())
+            )
+    assert sizes and sizes <= set(export.WARMUP_BATCH_SIZES)

@@ -24,8 +24,9 @@ from trainer import image_ops, input_pipeline, lineage
 from trainer import model as model_lib
 from trainer.config import TrainConfig
 
-# Warmup requests replay at batch size 1 and at the server-side batching size of k8s/.
-WARMUP_BATCH_SIZES = (1, 32)
+# Warmup requests replay at batch size 1 and at each server-side batching size of k8s/
+# (max_batch_size of k8s/base/tf-serving/batching.config and of the gpu overlay's).
+WARMUP_BATCH_SIZES = (1, 16, 64)
 
 
 class ServingFunctions:
