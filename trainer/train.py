@@ -286,69 +286,114 @@ def _summary_writer(log_dir: str, chief: bool):
     return tf.summary.create_noop_writer()
 
 
-def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> str:
-    """Runs (or resumes) both phases; returns the directory of the final weights."""
-    steps = steps_per_epoch(info.num_examples[contract.TRAIN], config.batch_size)
-    phases = plan_phases(config)
-    chief = distribution.is_chief(strategy)
-    logging.info(
-        "global batch %d = %d per replica x %d replicas; %d steps per epoch",
-        config.batch_size,
-        config.batch_size // strategy.num_replicas_in_sync,
-        strategy.num_replicas_in_sync,
-        steps,
-    )
+@dataclasses.dataclass
+class Trainee:
+    """What training builds under the strategy's scope, and checkpoints as one."""
+
+    model: keras.Model
+    optimizers: dict  # phase name -> optimizer built on that phase's variables
+    state: TrainState
+    best: BestWeights
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(
+            model=self.model, state=self.state, best=self.best, **self.optimizers
+        )
+
+
+def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], steps: int):
+    """Model, one optimizer per phase, loop state and best-weights copy, all distributed."""
     with strategy.scope():
         model = model_lib.build_model(
             info.num_classes, config.input_size, config.weights, config.dropout
         )
-        phase_variables = {
-            p.name: model_lib.set_phase_trainable(model, p.name, config.fine_tune_from)
-            for p in phases
-        }
-        optimizers = {
-            p.name: make_optimizer(p, steps, config, phase_variables[p.name]) for p in phases
-        }
-        state = TrainState()
-        best = BestWeights(model)
-    checkpoint = tf.train.Checkpoint(model=model, state=state, best=best, **optimizers)
-    backup = Backup(checkpoint, config.resolved_backup_dir, strategy)
+        optimizers = {}
+        for phase in phases:
+            variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
+            optimizers[phase.name] = make_optimizer(phase, steps, config, variables)
+        return Trainee(model, optimizers, TrainState(), BestWeights(model))
+
+
+def run_steps(train_step, train_data, state: TrainState, steps: int, watch, backup, config):
+    """The rest of the current epoch's steps; returns (loss sum, correct count, steps run).
+
+    Saves every `checkpoint_every_steps`; when any worker got SIGTERM, saves and exits.
+    """
+    loss_sum = correct = 0.0
+    done_before = int(state.step.numpy())
+    for _ in range(done_before, steps):
+        loss, step_correct, preempted = train_step(
+            next(train_data), tf.constant(float(watch.received))
+        )
+        loss_sum += float(loss)
+        correct += float(step_correct)
+        state.step.assign_add(1)
+        state.global_step.assign_add(1)
+        global_step = int(state.global_step.numpy())
+        if float(preempted) > 0:
+            backup.save(global_step)
+            logging.warning("preemption checkpoint saved; exiting to be restarted")
+            sys.exit(EXIT_PREEMPTED)
+        if global_step % config.checkpoint_every_steps == 0:
+            backup.save(global_step)
+    return loss_sum, correct, steps - done_before
+
+
+def write_scalars(writer, record: dict, step: int):
+    with writer.as_default(step=step):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            if key in record:
+                tf.summary.scalar(f"{record['phase']}/{key}", record[key])
+
+
+def finish_phase(trainee: Trainee, backup: Backup):
+    """Keeps the phase's best weights (early stopping) and moves the state to the next phase."""
+    state = trainee.state
+    if bool(state.has_best.numpy()):
+        trainee.best.restore_into_model()
+    state.phase.assign_add(1)
+    state.epoch.assign(0)
+    state.best_val_loss.assign(np.inf)
+    state.epochs_without_improvement.assign(0)
+    state.has_best.assign(False)
+    backup.save(int(state.global_step.numpy()))
+
+
+def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> str:
+    """Runs (or resumes) both phases; returns the directory of the final weights."""
+    steps = steps_per_epoch(info.num_examples[contract.TRAIN], config.batch_size)
+    replicas = strategy.num_replicas_in_sync
+    # e.g. a global batch of 64 = 32 per replica x 2 GPUs; the learning rates are not scaled.
+    logging.info(
+        "global batch %d = %d per replica x %d replicas; %d steps per epoch; learning rates "
+        "%g (head) and %g (fine-tuning) for that global batch",
+        config.batch_size, config.batch_size // replicas, replicas, steps,
+        config.learning_rate, config.fine_tune_learning_rate,
+    )  # fmt: skip
+    phases = plan_phases(config)
+    chief = distribution.is_chief(strategy)
+    trainee = build_trainee(config, info, strategy, phases, steps)
+    state = trainee.state
+    backup = Backup(trainee.checkpoint(), config.resolved_backup_dir, strategy)
     backup.restore()
     watch = PreemptionWatch()
     history = History(config.job_dir, chief)
     history.keep_until(int(state.phase.numpy()), int(state.epoch.numpy()))
     writer = _summary_writer(config.resolved_log_dir, chief)
-
     train_data = iter(
         strategy.distribute_datasets_from_function(
             lambda context: input_pipeline.make_train_dataset(info, config, context)
         )
     )
-    has_validation = info.has_split(contract.VALIDATION)
-    if has_validation:
-        val_data = strategy.distribute_datasets_from_function(
-            lambda context: input_pipeline.make_eval_dataset(
-                info, contract.VALIDATION, config, context
-            )
-        )
-        val_steps = input_pipeline.eval_steps(
-            info.num_examples[contract.VALIDATION], config.batch_size
-        )
-        eval_step = make_eval_step(model, strategy)
+    validate = make_validation(config, info, strategy, trainee.model)
+    weights = input_pipeline.class_weights(info) if config.class_weights else None
 
     for phase_index, phase in enumerate(phases):
         if phase_index < int(state.phase.numpy()):
-            continue
-        variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
-        optimizer = optimizers[phase.name]
-        train_step = make_train_step(
-            model,
-            optimizer,
-            variables,
-            strategy,
-            config,
-            input_pipeline.class_weights(info) if config.class_weights else None,
-        )
+            continue  # finished before a restart
+        variables = model_lib.set_phase_trainable(trainee.model, phase.name, config.fine_tune_from)
+        optimizer = trainee.optimizers[phase.name]
+        train_step = make_train_step(trainee.model, optimizer, variables, strategy, config, weights)
         logging.info(
             "phase %s: %d trainable weights, up to %d epochs",
             phase.name,
@@ -357,55 +402,48 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
         )
         stop = False
         while int(state.epoch.numpy()) < phase.epochs and not stop:
-            loss_sum = correct = 0.0
-            done_before = int(state.step.numpy())
-            for _ in range(done_before, steps):
-                loss, step_correct, preempted = train_step(
-                    next(train_data), tf.constant(float(watch.received))
-                )
-                loss_sum += float(loss)
-                correct += float(step_correct)
-                state.step.assign_add(1)
-                state.global_step.assign_add(1)
-                if float(preempted) > 0:
-                    backup.save(int(state.global_step.numpy()))
-                    logging.warning("preemption checkpoint saved; exiting to be restarted")
-                    sys.exit(EXIT_PREEMPTED)
-                if int(state.global_step.numpy()) % config.checkpoint_every_steps == 0:
-                    backup.save(int(state.global_step.numpy()))
-            ran = max(1, steps - done_before)
+            loss_sum, correct, ran = run_steps(
+                train_step, train_data, state, steps, watch, backup, config
+            )
             record = {
                 "phase": phase.name,
                 "phase_index": phase_index,
                 "epoch": int(state.epoch.numpy()),
-                "loss": loss_sum / ran,
-                "accuracy": correct / (ran * config.batch_size),
+                "loss": loss_sum / max(1, ran),
+                "accuracy": correct / (max(1, ran) * config.batch_size),
                 "learning_rate": float(optimizer.learning_rate),
             }
-            if has_validation:
-                val = evaluate(eval_step, val_data, val_steps)
-                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            if validate:
+                record.update(validate())
                 stop = update_early_stopping(
-                    state, best, val["loss"], config.early_stopping_patience
+                    state, trainee.best, record["val_loss"], config.early_stopping_patience
                 )
             logging.info("epoch %s", json.dumps(record))
             history.add(record)
-            with writer.as_default(step=int(state.global_step.numpy())):
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
-                    if key in record:
-                        tf.summary.scalar(f"{phase.name}/{key}", record[key])
+            write_scalars(writer, record, int(state.global_step.numpy()))
             state.epoch.assign_add(1)
             state.step.assign(0)
             backup.save(int(state.global_step.numpy()))
-        if bool(state.has_best.numpy()):
-            best.restore_into_model()  # early stopping keeps the best epoch's weights
-        state.phase.assign_add(1)
-        state.epoch.assign(0)
-        state.best_val_loss.assign(np.inf)
-        state.epochs_without_improvement.assign(0)
-        state.has_best.assign(False)
-        backup.save(int(state.global_step.numpy()))
-    return save_final_weights(model, config.job_dir, strategy)
+        finish_phase(trainee, backup)
+    return save_final_weights(trainee.model, config.job_dir, strategy)
+
+
+def make_validation(config: TrainConfig, info, strategy, model):
+    """A function returning {val_loss, val_accuracy}; None without a validation split."""
+    if not info.has_split(contract.VALIDATION):
+        logging.warning("no validation split: early stopping is off")
+        return None
+    data = strategy.distribute_datasets_from_function(
+        lambda context: input_pipeline.make_eval_dataset(info, contract.VALIDATION, config, context)
+    )
+    steps = input_pipeline.eval_steps(info.num_examples[contract.VALIDATION], config.batch_size)
+    eval_step = make_eval_step(model, strategy)
+
+    def validate() -> dict:
+        result = evaluate(eval_step, data, steps)
+        return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+    return validate
 
 
 def save_final_weights(model: keras.Model, job_dir: str, strategy) -> str:
