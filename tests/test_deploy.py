@@ -798,3 +798,13 @@ def test_cloudbuild_names_match_the_manifests():
     assert f"-n {deployment['metadata']['namespace']} " in steps["deploy"]["script"]
     # The gate reads the annotation that k8s/components/serving-params writes.
     assert r"objrec\.dev/model-base-path" in steps["serving-release"]["script"]
+
+
+@pytest.mark.parametrize("document", ["docs/deploy.md", "k8s/README.md"])
+def test_deployment_docs_name_only_files_that_exist(document):
+    text = (REPO / document).read_text()
+    paths = set(re.findall(r"(?<![\w/.$-])((?:docker|k8s|scripts|docs)/[\w./-]*[\w])", text))
+    assert paths
+    # The README's example of an overlay of your own is a file to create.
+    for path in paths - {"k8s/overlays/staging/kustomization.yaml"}:
+        assert (REPO / path).exists() or (K8S / path).exists(), f"{document} names {path}"
