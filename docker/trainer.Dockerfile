@@ -4,8 +4,10 @@
 #
 # Build from the repository root (cloudbuild.yaml does, tagging the image with the commit):
 #
-#   DOCKER_BUILDKIT=1 docker build -f docker/trainer.Dockerfile \
+#   docker build -f docker/trainer.Dockerfile \
 #       --build-arg OBJREC_SOURCE_COMMIT="$(git rev-parse HEAD)" -t objrec-trainer .
+#
+# BuildKit (Docker's default builder) sends only what trainer.Dockerfile.dockerignore allows.
 #
 # Base: TensorFlow's own GPU image at the TensorFlow version of requirements.txt, so CUDA and
 # cuDNN are the ones that release was built and tested with (the same wheel runs on CPU-only

@@ -602,12 +602,14 @@ def test_multi_node_wiring_survives_a_run_name_and_more_workers(tmp_path):
     kustomization.write_text(yaml.safe_dump(content))
     objects = kustomize(kustomization.parent)
     addresses = check_multi_node_wiring(objects)
-    assert addresses[3] == "objrec-train-1a2b3c4-3.objrec-train-workers-1a2b3c4:2222"
-    # The Workload Identity binding names the ServiceAccount: a run's suffix must not rename it.
+    assert addresses[3] == "objrec-train-1a2b3c4-3.objrec-train-workers:2222"
+    # The Workload Identity binding names the ServiceAccount: a run's suffix must not rename it;
+    # the NetworkPolicy and the workers' Service serve every run.
     job = find(objects, "Job")
     assert pod_spec(job)["serviceAccountName"] == "objrec-trainer"
     find(objects, "ServiceAccount", "objrec-trainer")
     find(objects, "NetworkPolicy", "objrec-trainer")
+    find(objects, "Service", "objrec-train-workers")
 
 
 def test_training_network_policy_admits_only_training_peers():
