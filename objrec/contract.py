@@ -58,6 +58,7 @@ META_JPEG_QUALITY = "jpeg_quality"
 META_NUM_LABEL_CONFLICTS = "num_label_conflicts"
 META_REJECTED_REASONS = "rejected_reasons"
 META_CONFIG = "config"
+META_INPUT_LAYOUT = "input_layout"  # class_folders, split_folders or manifest
 
 # Entries of rejected-*.jsonl and duplicates-*.jsonl.
 LOG_URI = "uri"

@@ -63,7 +63,8 @@ class PreprocessConfig:
     output: str
     image_size: int = contract.DEFAULT_IMAGE_SIZE
     resize_mode: str = contract.DEFAULT_RESIZE_MODE
-    split: SplitFractions = parse_split(DEFAULT_SPLIT)
+    # None: the default fractions, for every image whose split the input does not name.
+    split: SplitFractions | None = None
     num_shards: int = 0
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -87,16 +88,25 @@ class PreprocessConfig:
                 f"--min_images_per_class must be 0 or more, got {self.min_images_per_class}"
             )
 
+    @property
+    def split_fractions(self) -> SplitFractions:
+        """The fractions by content hash: `--split`, or the default when it was not given."""
+        return parse_split(DEFAULT_SPLIT) if self.split is None else self.split
+
     def to_json_dict(self) -> dict:
         """The resolved configuration as metadata.json stores it (`split` in flag syntax)."""
-        return {**dataclasses.asdict(self), "split": format_split(self.split)}
+        return {**dataclasses.asdict(self), "split": format_split(self.split_fractions)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the job's own flags; Beam's flags stay for `parse_known_args` to pass on."""
     defaults = PreprocessConfig(input="", output="")
     parser.add_argument(
-        "--input", required=True, help="Folder of class folders: SRC/<class>/<image> (or gs://)."
+        "--input",
+        required=True,
+        help="Folder of class folders SRC/<class>/<image>, optionally split into "
+        "SRC/{train,validation|val,test}/<class>/<image>; or a manifest .csv/.jsonl with "
+        "uri,label[,split]. Local or gs://.",
     )
     parser.add_argument(
         "--output", required=True, help="New or empty dataset directory (or gs://)."
@@ -112,7 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pad: longer side S, black borders to SxS; stretch: SxS.",
     )
     parser.add_argument(
-        "--split", default=DEFAULT_SPLIT, help="Fractions by content hash, e.g. %(default)s."
+        "--split",
+        help=f"Fractions by content hash (default {DEFAULT_SPLIT}), for images whose split "
+        "the input does not name.",
     )
     parser.add_argument(
         "--num_shards",
@@ -142,4 +154,5 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     """The validated config of parsed flags; raises ValueError naming the bad flag."""
     fields = {field.name for field in dataclasses.fields(PreprocessConfig)}
     values = {name: value for name, value in vars(args).items() if name in fields}
-    return PreprocessConfig(**{**values, "split": parse_split(args.split)})
+    split = None if args.split is None else parse_split(args.split)
+    return PreprocessConfig(**{**values, "split": split})

@@ -1,12 +1,22 @@
-"""Exact duplicates: which of several files with the same content is kept (a pure function)."""
+"""Exact duplicates: which of several files with the same content is kept (pure functions)."""
 
 import dataclasses
 from collections.abc import Iterable
 
+from objrec import contract
 from preprocessing import report
 from preprocessing.sources import SourceFile
 
 LABEL_CONFLICT = "label_conflict"
+# Which copy is kept when the input names splits: the held-out one, so that an image never
+# seen in training stays where it was put (test before validation before train); a copy
+# whose split the input does not name comes last.
+KEEP_ORDER = (contract.TEST, contract.VALIDATION, contract.TRAIN, None)
+
+
+def keep_order(member: SourceFile) -> tuple[int, str]:
+    """Sort key of the copies of one content: the first one is kept."""
+    return KEEP_ORDER.index(member.split), member.uri
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,12 +29,13 @@ class Resolution:
 
 
 def resolve_same_content(sha256: str, members: Iterable[SourceFile]) -> Resolution:
-    """Keeps the file with the smallest URI; the same bytes under two labels keep none.
+    """Keeps the first copy in `keep_order`; the same bytes under two labels keep none.
 
-    A label conflict rejects every copy: there is no telling which label is right, and
-    keeping either would put a wrong label into the dataset.
+    Without named splits that is the smallest URI. A label conflict rejects every copy:
+    there is no telling which label is right, and keeping either would put a wrong label
+    into the dataset.
     """
-    members = sorted(members)
+    members = sorted(members, key=keep_order)
     labels = sorted({member.label for member in members})
     if len(labels) > 1:
         uris = [member.uri for member in members]

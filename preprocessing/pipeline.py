@@ -26,11 +26,18 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
+from apache_beam.runners.runner import PipelineResult
 
 from objrec import contract
 from preprocessing import config as config_lib
-from preprocessing import report, sources, transforms
+from preprocessing import inputs, metrics, report, transforms
 from preprocessing.errors import PreprocessError
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -94,42 +101,54 @@ def _write_dataset_index(metadata: dict, output: str) -> None:
     transforms.write_file(FileSystems.join(output, contract.METADATA_FILE), text.encode())
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: config_lib.PreprocessConfig) -> None:
+def _uri_of_entry(entry: dict) -> str:
+    return entry[contract.LOG_URI]
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, config: config_lib.PreprocessConfig, spec: inputs.InputSpec
+) -> None:
     """Adds the whole job to `pipeline` (see the module docstring for the steps)."""
     output = config.output
-    inputs = pipeline | "ListInputs" >> sources.ClassFolderSource(config.input)
-    labels = inputs | "CollectLabels" >> transforms.CollectLabels()
+    files, misplaced = pipeline | "ReadInputs" >> inputs.ReadInputs(spec)
+    labels = files | "CollectLabels" >> transforms.CollectLabels()
 
-    hashed = inputs | "HashContent" >> beam.ParDo(
-        transforms.HashContentFn(config.max_pixels)
-    ).with_outputs(transforms.REJECTED, main="hashed")
+    encoded = files | "ReadAndEncode" >> beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
+        metrics.REJECTED, main="encoded"
+    )
     resolved = (
-        hashed.hashed
+        encoded.encoded
         | "GroupByContent" >> beam.GroupByKey()
         | "ResolveDuplicates"
         >> beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(
-            transforms.DUPLICATES, transforms.REJECTED, transforms.CONFLICTS, main="unique"
+            transforms.DUPLICATES, metrics.REJECTED, transforms.CONFLICTS, main="unique"
         )
     )
     label_ids = labels | "LabelIds" >> beam.Map(_label_ids)
-    encoded = resolved.unique | "DecodeResizeEncode" >> beam.ParDo(
-        transforms.EncodeImageFn(config), label_ids=pvalue.AsSingleton(label_ids)
-    ).with_outputs(transforms.REJECTED, main="records")
+    stored_records = resolved.unique | "BuildRecord" >> beam.Map(
+        transforms.build_record,
+        label_ids=pvalue.AsSingleton(label_ids),
+        split_fractions=config.split_fractions,
+    )
 
-    shard_files = encoded.records | "WriteShards" >> transforms.WriteShards(
+    shard_files = stored_records | "WriteShards" >> transforms.WriteShards(
         output, config.num_shards
     )
     rejected = (
-        hashed[transforms.REJECTED],
-        resolved[transforms.REJECTED],
-        encoded[transforms.REJECTED],
+        misplaced,
+        encoded[metrics.REJECTED],
+        resolved[metrics.REJECTED],
     ) | "AllRejected" >> beam.Flatten()
     rejected_log = FileSystems.join(output, contract.log_file_name(contract.REJECTED_PREFIX))
     duplicates_log = FileSystems.join(output, contract.log_file_name(contract.DUPLICATES_PREFIX))
+    listed = (
+        files | "FileUri" >> beam.Map(lambda source: source.uri),
+        misplaced | "MisplacedUri" >> beam.Map(_uri_of_entry),
+    ) | "AllInputs" >> beam.Flatten()
 
     summary = {
         "labels": labels,
-        "num_inputs": inputs | "CountInputs" >> beam.combiners.Count.Globally(),
+        "num_inputs": listed | "CountInputs" >> beam.combiners.Count.Globally(),
         "num_rejected": rejected | "WriteRejectedLog" >> transforms.WriteJsonLines(rejected_log),
         "rejected_reasons": (
             rejected
@@ -142,7 +161,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: config_lib.PreprocessConfig)
         "num_label_conflicts": resolved[transforms.CONFLICTS]
         | "CountConflicts" >> beam.combiners.Count.Globally(),
         "split_class_counts": (
-            encoded.records
+            stored_records
             | "SplitAndLabel" >> beam.Map(lambda record: (record.split, record.label))
             | "CountPerSplitAndLabel" >> beam.combiners.Count.PerElement()
             | "ClassCounts" >> beam.combiners.ToList()
@@ -155,7 +174,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: config_lib.PreprocessConfig)
         | "Finish" >> beam.Create([None])
         | "BuildMetadata"
         >> beam.Map(
-            lambda _, **parts: report.build_metadata(config, **parts),
+            lambda _, **parts: report.build_metadata(config, input_layout=spec.layout, **parts),
             **{name: pvalue.AsSingleton(part) for name, part in summary.items()},
         )
         | "WriteLabelsAndMetadata" >> beam.Map(_write_dataset_index, output=output)
@@ -176,34 +195,91 @@ def check_class_sizes(metadata: dict, config: config_lib.PreprocessConfig) -> No
     listed = ", ".join(f"{label} ({count})" for label, count in below.items())
     message = (
         f"{len(below)} classes have fewer than --min_images_per_class "
-        f"{config.min_images_per_class} stored images: {listed}; add images to those class "
-        f"folders of {config.input} (see {contract.log_file_name(contract.REJECTED_PREFIX)})"
+        f"{config.min_images_per_class} stored images: {listed}; add images of those classes "
+        f"to {config.input} (see {contract.log_file_name(contract.REJECTED_PREFIX)})"
     )
     if config.strict:
         raise PreprocessError(message)
     logging.warning(message)
 
 
-def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict:
-    """Runs the job on `argv` (app flags and Beam flags mixed); returns metadata.json.
-
-    Raises:
-        PreprocessError: for a problem the user can fix (input, output, --strict).
-    """
-    config, beam_args = parse_args(argv)
-    sources.check_class_folders(config.input)
-    check_output_outside_input(config.input, config.output)
-    check_output_dir(config.output)
-
+def pipeline_options(beam_args: list[str], save_main_session: bool) -> PipelineOptions:
+    """Beam's options from the flags the job does not know; the in-process runner by default."""
     options = PipelineOptions(beam_args)
+    unknown = sorted(
+        set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    )
+    if unknown:
+        flags = ", ".join(f"--{name}" for name in unknown)
+        raise PreprocessError(
+            f"unknown flag {flags}: neither objrec-preprocess nor Apache Beam has it; "
+            "check the spelling (objrec-preprocess --help lists the job's own flags)"
+        )
     # build_pipeline's functions use this module's imports; run as __main__ on Dataflow,
     # workers only have them through the saved main session.
     options.view_as(SetupOptions).save_main_session = save_main_session
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, config)
+    return options
 
+
+def _is_dataflow(options: PipelineOptions) -> bool:
+    runner = str(options.view_as(StandardOptions).runner).lower()
+    return runner.removesuffix("runner") == "dataflow"
+
+
+def only_builds_the_job(options: PipelineOptions) -> bool:
+    """True for `--dry_run`: the runner builds the job and submits nothing (Beam's rule:
+    any non-empty value, `--dry_run False` included)."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def check_runner_options(config: config_lib.PreprocessConfig, options: PipelineOptions) -> None:
+    """Fails fast on runner options the job cannot honour."""
+    if options.view_as(GoogleCloudOptions).template_location:
+        raise PreprocessError(
+            "--template_location is not supported: --input and --output are fixed when the "
+            "job is built; run the job directly (or build it offline with --dry_run True)"
+        )
+    if not _is_dataflow(options):
+        return
+    for flag, path in (("--input", config.input), ("--output", config.output)):
+        if FileSystems.get_scheme(path) is None:
+            raise PreprocessError(
+                f"{flag} {path} is a local path, which Dataflow workers cannot reach: "
+                "copy the data to a gs:// bucket and pass its gs:// URI"
+            )
+
+
+def check_before_work(
+    config: config_lib.PreprocessConfig, options: PipelineOptions
+) -> inputs.InputSpec:
+    """Every check that can fail before the job starts; returns the checked input.
+
+    Raises:
+        PreprocessError: naming the flag or input, and the fix.
+    """
+    check_runner_options(config, options)
+    spec = inputs.inspect_input(config.input)
+    inputs.check_split_option(spec, split_given=config.split is not None)
+    check_output_outside_input(config.input, config.output)
+    check_output_dir(config.output)
+    return spec
+
+
+def launch(
+    config: config_lib.PreprocessConfig, spec: inputs.InputSpec, options: PipelineOptions
+) -> PipelineResult:
+    """Builds the job, runs it on the options' runner and waits for it to finish."""
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, spec)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def finish(config: config_lib.PreprocessConfig) -> dict:
+    """After a run: checks the accounting, prints the summary and the class sizes."""
     metadata = read_metadata(config.output)
     unaccounted = report.unaccounted_inputs(metadata)
     if unaccounted:
@@ -211,6 +287,25 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict:
     print(report.format_summary(metadata, config.output))
     check_class_sizes(metadata, config)
     return metadata
+
+
+def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict | None:
+    """Runs the job on `argv` (app flags and Beam flags mixed); returns metadata.json.
+
+    With `--dry_run True` the runner only builds the job (Dataflow: the job request, with
+    the package staged locally); nothing runs, nothing is written, and None is returned.
+
+    Raises:
+        PreprocessError: for a problem the user can fix (flags, input, output, --strict).
+    """
+    config, beam_args = parse_args(argv)
+    options = pipeline_options(beam_args, save_main_session)
+    spec = check_before_work(config, options)
+    launch(config, spec, options)
+    if only_builds_the_job(options):
+        print(f"Dry run: built the {spec.layout} job for {config.output}; submitted nothing.")
+        return None
+    return finish(config)
 
 
 def main() -> None:

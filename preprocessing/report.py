@@ -33,6 +33,7 @@ def json_lines(entries: Iterable[dict]) -> bytes:
 def build_metadata(
     config: PreprocessConfig,
     *,
+    input_layout: str,
     labels: Sequence[str],
     num_inputs: int,
     num_rejected: int,
@@ -44,8 +45,9 @@ def build_metadata(
 ) -> dict:
     """metadata.json: the contract's keys, the counts of a run, and the resolved config.
 
-    `num_label_conflicts` counts contents found under several labels; every file of such a
-    content is among the `num_rejected`.
+    `input_layout` says where the splits came from (split folders, a manifest's split
+    column, else the content hash). `num_label_conflicts` counts contents found under several
+    labels; every file of such a content is among the `num_rejected`.
     """
     counts = dict(split_class_counts)
     files: dict[str, list[str]] = {split: [] for split in contract.SPLITS}
@@ -66,6 +68,7 @@ def build_metadata(
         contract.META_IMAGE_SIZE: config.image_size,
         contract.META_RESIZE_MODE: config.resize_mode,
         contract.META_JPEG_QUALITY: config.jpeg_quality,
+        contract.META_INPUT_LAYOUT: input_layout,
         contract.META_NUM_INPUTS: num_inputs,
         contract.META_NUM_REJECTED: num_rejected,
         contract.META_NUM_DUPLICATES: num_duplicates,

@@ -1,14 +1,18 @@
-"""Where the inputs come from: each source is a PTransform producing `SourceFile` elements.
+"""Folder inputs: each layout a PTransform producing `SourceFile(uri, label, split)` elements.
 
-A source turns a pipeline root into `SourceFile(uri, label, split)`, where `split` is None
-unless the input itself names it; everything downstream (hashing, de-duplication, decoding,
-sharding) sees only those elements. Today's source is a folder of class folders; a CSV/JSONL
-manifest (`uri,label[,split]`) or pre-split folders (`train/`, `validation/` or `val/`,
-`test/`) would be further PTransforms producing the same elements.
+Two layouts of a folder SRC (local or gs://):
 
-Files are listed inside the pipeline (`fileio.MatchAll`), so the job graph holds one glob, not
-a million URIs, and labels are collected from the listed files: Beam's FileSystems cannot
-list only the "folders" of a bucket without listing every object under it.
+- class folders: `SRC/<class>/<image>`; the split comes from the content hash (`split` None);
+- split folders: `SRC/<split>/<class>/<image>` with `<split>` one of train, validation (or
+  val), test; the folder names the split.
+
+A manifest (manifest.py) produces the same elements; everything downstream (hashing,
+de-duplication, decoding, sharding) sees only those. Files are listed inside the pipeline
+(`fileio.MatchAll`), so the job graph holds one glob, not a million URIs, and labels are
+collected from the listed files: Beam's FileSystems cannot list only the "folders" of a bucket
+without listing every object under it. For the same reason a file that does not fit the layout
+is found while listing, and rejected (`outside_split_folders`, `no_class_folder`) rather than
+silently skipped.
 """
 
 from typing import NamedTuple
@@ -18,9 +22,21 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from objrec import contract
+from preprocessing import metrics, report
 from preprocessing.errors import PreprocessError
 
-FOLDER_LAYOUT_HINT = "expected SRC/<class_name>/<image files>, one folder per class"
+CLASS_FOLDERS = "class_folders"
+SPLIT_FOLDERS = "split_folders"
+# A split folder's (or a manifest's split column's) name -> the split, `val` as a short form.
+SPLIT_NAMES = {**{split: split for split in contract.SPLITS}, "val": contract.VALIDATION}
+FOLDER_LAYOUT_HINT = (
+    "expected SRC/<class_name>/<image files>, one folder per class, optionally inside "
+    "SRC/train/, SRC/validation/ (or val/), SRC/test/; or a manifest .csv/.jsonl"
+)
+# Rejection reasons of files that do not fit the split-folder layout.
+OUTSIDE_SPLIT_FOLDERS = "outside_split_folders"
+NO_CLASS_FOLDER = "no_class_folder"
 
 
 class SourceFile(NamedTuple):
@@ -31,20 +47,61 @@ class SourceFile(NamedTuple):
     split: str | None
 
 
-def class_files_pattern(root: str) -> str:
-    """Glob of every file inside a class folder of `root`, at any depth (`root/*/**`)."""
+class MisplacedFileError(ValueError):
+    """A listed file that does not fit the folder layout; `reason` is a rejection reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def split_of_name(name: str) -> str:
+    """The split a folder or manifest names (`val` is validation); ValueError if none."""
+    try:
+        return SPLIT_NAMES[name]
+    except KeyError:
+        raise ValueError(
+            f"{name!r} is not a split; the splits are {', '.join(SPLIT_NAMES)}"
+        ) from None
+
+
+def files_pattern(root: str) -> str:
+    """Glob of every file inside a folder of `root`, at any depth (`root/*/**`)."""
     return FileSystems.join(root, "*", "**")
 
 
+def relative_parts(root: str, uri: str) -> list[str]:
+    """The path of `uri` below `root`, split into its folder and file names."""
+    return uri[len(root.rstrip("/")) :].lstrip("/").split("/")
+
+
 def label_of(root: str, uri: str) -> str:
-    """The class of a file under `root`: the first folder of its path below `root`."""
-    relative = uri[len(root.rstrip("/")) :].lstrip("/")
-    return relative.split("/", 1)[0]
+    """The class of a file under `root/<class>/`: the first folder of its path below `root`."""
+    return relative_parts(root, uri)[0]
 
 
 def class_folder_file(root: str, uri: str) -> SourceFile:
     """The SourceFile of a file under `root/<class>/`: no split named."""
     return SourceFile(uri, label_of(root, uri), None)
+
+
+def split_folder_file(root: str, uri: str) -> SourceFile:
+    """The SourceFile of a file under `root/<split>/<class>/`; MisplacedFileError otherwise."""
+    split_folder, *rest = relative_parts(root, uri)
+    if split_folder not in SPLIT_NAMES:
+        raise MisplacedFileError(
+            OUTSIDE_SPLIT_FOLDERS,
+            f"{split_folder}/ is not a split folder, yet {root} is split into "
+            f"{'/, '.join(SPLIT_NAMES)}/: move it into SRC/<split>/<class>/ or drop it",
+        )
+    if len(rest) < 2:
+        raise MisplacedFileError(
+            NO_CLASS_FOLDER,
+            f"the file lies in {split_folder}/ itself; its class folder is missing: move it "
+            f"into {split_folder}/<class>/",
+        )
+    return SourceFile(uri, rest[0], split_of_name(split_folder))
 
 
 def _has_match(pattern: str) -> bool:
@@ -61,29 +118,68 @@ def check_class_folders(root: str) -> None:
         raise PreprocessError(
             f"--input {root} does not exist or holds no files; {FOLDER_LAYOUT_HINT}"
         )
-    if not _has_match(class_files_pattern(root)):
+    if not _has_match(files_pattern(root)):
         raise PreprocessError(
             f"--input {root} holds files but no class folders; {FOLDER_LAYOUT_HINT}"
         )
 
 
-class ClassFolderSource(beam.PTransform):
-    """Every file under `root/<class>/` (nested folders included) as a SourceFile.
+def folder_layout(root: str) -> str:
+    """SPLIT_FOLDERS if `root` has a split folder holding class folders, else CLASS_FOLDERS.
 
+    Costs one short listing per split name (4), never a listing of the whole input.
+    """
+    for name in SPLIT_NAMES:
+        if _has_match(files_pattern(FileSystems.join(root, name))):
+            return SPLIT_FOLDERS
+    return CLASS_FOLDERS
+
+
+def file_path(metadata) -> list[str]:
+    """The path of a listed object; none for a folder placeholder (a name ending in `/`).
+
+    The Cloud Console's "Create folder" makes such zero-byte objects: they are not images.
+    """
+    return [] if metadata.path.endswith("/") else [metadata.path]
+
+
+class ClassifyFileFn(beam.DoFn):
+    """A listed file's path -> its SourceFile, or a rejected-log entry if it is misplaced."""
+
+    def __init__(self, root: str, layout: str):
+        self._root = root
+        self._source_file = split_folder_file if layout == SPLIT_FOLDERS else class_folder_file
+
+    def process(self, uri: str):
+        metrics.increment(metrics.INPUTS_READ)
+        try:
+            yield self._source_file(self._root, uri)
+        except MisplacedFileError as error:
+            yield metrics.rejected_output(report.rejection(uri, error.reason, error.detail))
+
+
+class FolderSource(beam.PTransform):
+    """Every file under `root/*/` (nested folders included), classified for `layout`.
+
+    Outputs SourceFiles (main) and rejected-log entries of misplaced files (`REJECTED`).
     Files directly in `root` belong to no class and are not inputs.
     """
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, layout: str):
         super().__init__()
         self._root = root
+        self._layout = layout
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        root = self._root
+    def expand(self, pbegin: beam.pvalue.PBegin):
         return (
             pbegin
-            | "Pattern" >> beam.Create([class_files_pattern(root)])
+            | "Pattern" >> beam.Create([files_pattern(self._root)])
             | "Match" >> fileio.MatchAll()
+            | "Path" >> beam.FlatMap(file_path)
             # Listing runs on one worker; spread the files before the per-file work.
             | "Spread" >> beam.Reshuffle()
-            | "ToSourceFile" >> beam.Map(lambda metadata: class_folder_file(root, metadata.path))
+            | "Classify"
+            >> beam.ParDo(ClassifyFileFn(self._root, self._layout)).with_outputs(
+                metrics.REJECTED, main="files"
+            )
         )

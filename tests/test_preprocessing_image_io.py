@@ -200,3 +200,192 @@ def test_corrupt_pixel_data_is_rejected_as_corrupt():
         image_io.to_stored_jpeg(bytes(data), 32, "crop", jpeg_quality=90, max_pixels=10**6)
     assert raised.value.reason == image_io.CORRUPT
     assert "broken data stream" in raised.value.detail
+
+
+# Every format and colour mode the issue names, each file made with Pillow (or by hand where
+# Pillow cannot write it). Left half one colour, right half another, so that both the colour
+# conversion and the geometry are checked on pixels.
+
+GREEN, GREY = (0, 200, 0), (128, 128, 128)
+
+
+def png_16_bit(samples: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG of `samples` (height, width, channels), which Pillow cannot write."""
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def sixteen_bit_halves(left: tuple[int, ...], right: tuple[int, ...]) -> np.ndarray:
+    samples = np.empty((32, 32, len(left)), np.uint16)
+    samples[:, :16], samples[:, 16:] = left, right
+    return samples
+
+
+def palette_with_transparency() -> Image.Image:
+    image = Image.new("P", (32, 32), 1)
+    image.putpalette([0, 0, 0, *GREEN] + [0] * 762)
+    image.paste(0, (0, 0, 16, 32))
+    return image
+
+
+def clear_left_half(mode: str) -> Image.Image:
+    return halves((32, 32), (0, 0, 0, 0), (0, 0, 200, 255), "RGBA").convert(mode)
+
+
+BLUE_200 = (0, 0, 200)
+# (file bytes, expected colour of the left half, of the right half)
+FORMATS_AND_MODES = {
+    "jpeg-rgb": (lambda: encode(halves((32, 32), RED, BLUE), "JPEG", quality=95), RED, BLUE),
+    "jpeg-l": (lambda: encode(halves((32, 32), 0, 128, "L"), "JPEG"), (0, 0, 0), GREY),
+    "jpeg-cmyk": (
+        lambda: encode(halves((32, 32), (0, 255, 255, 0), (0, 0, 0, 0), "CMYK"), "JPEG"),
+        RED,
+        WHITE,
+    ),
+    "png-rgb": (lambda: encode(halves((32, 32), RED, BLUE), "PNG"), RED, BLUE),
+    "png-l": (lambda: encode(halves((32, 32), 0, 128, "L"), "PNG"), (0, 0, 0), GREY),
+    "png-la": (lambda: encode(clear_left_half("LA"), "PNG"), WHITE, (23, 23, 23)),
+    "png-p-transparency": (
+        lambda: encode(palette_with_transparency(), "PNG", transparency=0),
+        WHITE,
+        GREEN,
+    ),
+    "png-rgba": (lambda: encode(clear_left_half("RGBA"), "PNG"), WHITE, BLUE_200),
+    # 16 bit: the high byte, as tf.io.decode_png(dtype=uint8): 40000 -> 156, 1000 -> 3.
+    "png-16-bit-grey": (
+        lambda: png_16_bit(sixteen_bit_halves((40000,), (65535,)), 0),
+        (156, 156, 156),
+        WHITE,
+    ),
+    "png-16-bit-rgb": (
+        lambda: png_16_bit(sixteen_bit_halves((40000, 1000, 65535), (0, 65535, 0)), 2),
+        (156, 3, 255),
+        (0, 255, 0),
+    ),
+    "png-16-bit-rgba": (
+        lambda: png_16_bit(sixteen_bit_halves((0, 0, 0, 0), (0, 0, 65535, 65535)), 6),
+        WHITE,
+        (0, 0, 255),
+    ),
+    "png-16-bit-la": (
+        lambda: png_16_bit(sixteen_bit_halves((0, 0), (40000, 65535)), 4),
+        WHITE,
+        (156, 156, 156),
+    ),
+    "gif-p": (lambda: encode(halves((32, 32), RED, BLUE).convert("P"), "GIF"), RED, BLUE),
+    "gif-p-transparency": (
+        lambda: encode(palette_with_transparency(), "GIF", transparency=0),
+        WHITE,
+        GREEN,
+    ),
+    "bmp-rgb": (lambda: encode(halves((32, 32), RED, BLUE), "BMP"), RED, BLUE),
+    "bmp-l": (lambda: encode(halves((32, 32), 0, 128, "L"), "BMP"), (0, 0, 0), GREY),
+    "bmp-p": (lambda: encode(halves((32, 32), RED, BLUE).convert("P"), "BMP"), RED, BLUE),
+    "webp-rgb": (lambda: encode(halves((32, 32), RED, BLUE), "WEBP", quality=95), RED, BLUE),
+    "webp-rgba": (lambda: encode(clear_left_half("RGBA"), "WEBP", lossless=True), WHITE, BLUE_200),
+    "tiff-rgb": (lambda: encode(halves((32, 32), RED, BLUE), "TIFF"), RED, BLUE),
+    "tiff-l": (lambda: encode(halves((32, 32), 0, 128, "L"), "TIFF"), (0, 0, 0), GREY),
+    "tiff-rgba": (lambda: encode(clear_left_half("RGBA"), "TIFF"), WHITE, BLUE_200),
+    "tiff-cmyk": (
+        lambda: encode(halves((32, 32), (0, 255, 255, 0), (0, 0, 0, 0), "CMYK"), "TIFF"),
+        RED,
+        WHITE,
+    ),
+    "tiff-16-bit-grey": (
+        lambda: encode(Image.fromarray(sixteen_bit_halves((40000,), (65535,))[..., 0]), "TIFF"),
+        (156, 156, 156),
+        WHITE,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FORMATS_AND_MODES)
+def test_every_format_and_colour_mode_is_stored_as_rgb(case):
+    make_file, left, right = FORMATS_AND_MODES[case]
+    data = make_file()
+    source = Image.open(io.BytesIO(data))
+    assert source.format == case.split("-")[0].upper()  # the file is what the case says
+    result, decoded = stored(data, 16)
+    assert (result.width, result.height) == decoded.size == (16, 16)
+    assert decoded.mode == "RGB"
+    assert close_to(decoded.getpixel((3, 8)), left, 14), decoded.getpixel((3, 8))
+    assert close_to(decoded.getpixel((12, 8)), right, 14), decoded.getpixel((12, 8))
+
+
+def test_the_cases_cover_every_mode_the_issue_names():
+    modes = {Image.open(io.BytesIO(make())).mode for make, _, _ in FORMATS_AND_MODES.values()}
+    # Pillow opens 16-bit RGB(A) PNGs as RGB(A) (high bytes) and 16-bit grey as I;16.
+    assert {"L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16"} <= modes
+    formats = {Image.open(io.BytesIO(make())).format for make, _, _ in FORMATS_AND_MODES.values()}
+    assert formats == {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
+
+
+def test_sixteen_bit_rgb_png_matches_tensorflow_decoding():
+    data = png_16_bit(sixteen_bit_halves((40000, 1000, 65535), (256, 32768, 255)), 2)
+    ours = np.asarray(image_io.to_rgb(image_io.load_upright(image_io.open_image(data, 10**6))))
+    tensorflow = tf.io.decode_png(data, channels=3, dtype=tf.uint8).numpy()
+    np.testing.assert_array_equal(ours, tensorflow)
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "WEBP", "TIFF"])
+def test_animations_and_multi_page_files_keep_their_first_frame(image_format):
+    first, second = Image.new("RGB", (32, 32), RED), Image.new("RGB", (32, 32), BLUE)
+    params = {"lossless": True} if image_format == "WEBP" else {}
+    data = encode(first, image_format, save_all=True, append_images=[second], **params)
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+    _, decoded = stored(data, 16)
+    assert close_to(decoded.getpixel((8, 8)), RED)
+
+
+# Four quadrants of an upright 256 x 128 picture; the colour of each at (x, y) of a 32 x 16 copy.
+QUADRANTS = {(8, 4): RED, (24, 4): GREEN, (8, 12): BLUE, (24, 12): (255, 255, 0)}
+
+
+def upright_quadrants() -> np.ndarray:
+    pixels = np.empty((128, 256, 3), np.uint8)
+    pixels[:64, :128], pixels[:64, 128:] = RED, GREEN
+    pixels[64:, :128], pixels[64:, 128:] = BLUE, (255, 255, 0)
+    return pixels
+
+
+# What a camera writes so that a viewer applying EXIF orientation k shows the upright picture.
+CAMERA_WRITES = {
+    1: lambda upright: upright,
+    2: lambda upright: upright[:, ::-1],  # mirrored
+    3: lambda upright: upright[::-1, ::-1],  # upside down
+    4: lambda upright: upright[::-1],  # mirrored vertically
+    5: lambda upright: upright.transpose(1, 0, 2),
+    6: lambda upright: np.rot90(upright, 1),  # the viewer turns it 90 degrees clockwise
+    7: lambda upright: np.rot90(upright, 2).transpose(1, 0, 2),
+    8: lambda upright: np.rot90(upright, -1),
+}
+
+
+@pytest.mark.parametrize("orientation", CAMERA_WRITES)
+def test_every_exif_orientation_is_stored_upright_also_when_decoded_at_reduced_scale(
+    orientation,
+):
+    written = np.ascontiguousarray(CAMERA_WRITES[orientation](upright_quadrants()))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    data = encode(Image.fromarray(written), "JPEG", quality=95, exif=exif.tobytes())
+    _, decoded = stored(data, 16)  # 256 x 128 bound for 32 x 16: decoded at 1/4 scale
+    assert decoded.size == (32, 16)  # landscape, as the upright picture
+    for (x, y), colour in QUADRANTS.items():
+        assert close_to(decoded.getpixel((x, y)), colour, 20), (x, y, decoded.getpixel((x, y)))
+
+
+def test_a_rotated_large_jpeg_is_drafted_in_its_own_axes():
+    # 128 x 256 on file, orientation 6: upright 256 x 128, bound for 32 x 16. In the file's
+    # axes that is 16 x 32, so draft asks for 32 x 64: 1/4 scale.
+    written = np.ascontiguousarray(CAMERA_WRITES[6](upright_quadrants()))
+    image = image_io.open_image(encode(Image.fromarray(written), "JPEG"), 10**8)
+    image_io.request_reduced_decode(image, scaled_size=(32, 16), orientation=6)
+    assert image.size == (32, 64)

@@ -15,9 +15,10 @@ from PIL import Image
 
 from objrec import contract
 from preprocessing import config as config_lib
-from preprocessing import dedup, image_io, report, sources, transforms
+from preprocessing import dedup, image_io, metrics, report, sources, transforms
+from preprocessing.metrics import REJECTED
 from preprocessing.sources import SourceFile
-from preprocessing.transforms import REJECTED, StoredRecord
+from preprocessing.transforms import StoredRecord
 
 
 def beam_pipeline() -> BeamTestPipeline:
@@ -53,9 +54,9 @@ def test_class_folder_source_lists_nested_files_and_skips_files_outside_classes(
     dog = write(root / "dog" / "c.jpg", b"3")
     write(root / "README.md", b"not in a class folder")
     with beam_pipeline() as pipeline:
-        listed = pipeline | sources.ClassFolderSource(str(root))
+        listed = pipeline | sources.FolderSource(str(root), sources.CLASS_FOLDERS)
         assert_that(
-            listed,
+            listed.files,
             equal_to(
                 [
                     SourceFile(cat, "cat", None),
@@ -63,6 +64,41 @@ def test_class_folder_source_lists_nested_files_and_skips_files_outside_classes(
                     SourceFile(dog, "dog", None),
                 ]
             ),
+            label="Files",
+        )
+        assert_that(listed[REJECTED], equal_to([]), label="Rejected")
+
+
+def test_split_folder_source_names_splits_and_rejects_misplaced_files(tmp_path):
+    root = tmp_path / "images"
+    train = write(root / "train" / "cat" / "a.png", b"1")
+    nested = write(root / "train" / "cat" / "2024" / "b.png", b"2")
+    val = write(root / "val" / "dog" / "c.png", b"3")
+    validation = write(root / "validation" / "cat" / "d.png", b"4")
+    test = write(root / "test" / "dog" / "e.png", b"5")
+    stray = write(root / "dog" / "f.png", b"6")
+    classless = write(root / "test" / "g.png", b"7")
+    with beam_pipeline() as pipeline:
+        listed = pipeline | sources.FolderSource(str(root), sources.SPLIT_FOLDERS)
+        assert_that(
+            listed.files,
+            equal_to(
+                [
+                    SourceFile(train, "cat", "train"),
+                    SourceFile(nested, "cat", "train"),
+                    SourceFile(val, "dog", "validation"),
+                    SourceFile(validation, "cat", "validation"),
+                    SourceFile(test, "dog", "test"),
+                ]
+            ),
+            label="Files",
+        )
+        assert_that(
+            listed[REJECTED] | beam.Map(uri_and_reason),
+            equal_to(
+                [(stray, sources.OUTSIDE_SPLIT_FOLDERS), (classless, sources.NO_CLASS_FOLDER)]
+            ),
+            label="Rejected",
         )
 
 
@@ -73,39 +109,93 @@ def test_collect_labels_gives_one_sorted_list():
         assert_that(labels, equal_to([["Bag", "cat", "dog"]]))
 
 
-def test_hash_content_rejects_empty_oversized_and_unreadable_files(tmp_path):
-    image = write(tmp_path / "cat" / "ok.png", noise_png(1))  # 32 x 24: 2.3 kB
+def encoded_summary(element) -> tuple:
+    """(sha256, uri, stored size, decoded size of the JPEG) of an EncodeImageFn output."""
+    sha, encoded = element
+    decoded = Image.open(io.BytesIO(encoded.stored.jpeg))
+    return sha, encoded.source.uri, (encoded.stored.width, encoded.stored.height), decoded.size
+
+
+def test_encode_image_hashes_and_encodes_each_file_and_rejects_bad_ones(tmp_path):
+    good = write(tmp_path / "cat" / "ok.png", noise_png(1, size=(40, 30)))
     empty = write(tmp_path / "cat" / "empty.png", b"")
-    video = write(tmp_path / "cat" / "clip.mp4", bytes(8 * 1000 + 1))
+    video = write(tmp_path / "cat" / "clip.mp4", bytes(8 * 10_000 + 1))  # 8 bytes a pixel
     missing = str(tmp_path / "cat" / "deleted-after-listing.png")
-    inputs = [SourceFile(uri, "cat", None) for uri in (image, empty, video, missing)]
+    corrupt = write(tmp_path / "cat" / "corrupt.png", noise_png(3)[:60])
+    text = write(tmp_path / "cat" / "notes.txt", b"not an image\n")
+    inputs = [SourceFile(uri, "cat", None) for uri in (good, empty, video, missing, corrupt, text)]
+    config = config_lib.PreprocessConfig(
+        input=str(tmp_path), output="unused", image_size=24, max_pixels=10_000
+    )
     with beam_pipeline() as pipeline:
-        hashed = (
+        encoded = (
             pipeline
             | beam.Create(inputs)
-            | beam.ParDo(transforms.HashContentFn(max_pixels=1000)).with_outputs(
-                REJECTED, main="hashed"
-            )
+            | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(REJECTED, main="encoded")
         )
-        assert_that(hashed.hashed, equal_to([(sha256(noise_png(1)), inputs[0])]), label="Kept")
         assert_that(
-            hashed[REJECTED] | beam.Map(uri_and_reason),
+            encoded.encoded | beam.Map(encoded_summary),
+            equal_to([(sha256(noise_png(1, size=(40, 30))), good, (32, 24), (32, 24))]),
+            label="Encoded",
+        )
+        assert_that(
+            encoded[REJECTED] | beam.Map(uri_and_reason),
             equal_to(
                 [
                     (empty, image_io.EMPTY_FILE),
                     (video, image_io.FILE_TOO_LARGE),
                     (missing, transforms.UNREADABLE),
+                    (corrupt, image_io.TRUNCATED),
+                    (text, image_io.NOT_AN_IMAGE),
                 ]
             ),
             label="Rejected",
         )
 
 
+class RecordingFile(io.BytesIO):
+    """A file whose reads are recorded in `reads`."""
+
+    def __init__(self, data: bytes, reads: list):
+        super().__init__(data)
+        self.reads = reads
+
+    def read(self, *args):
+        self.reads.append(args)
+        return super().read(*args)
+
+
+def test_oversized_files_are_rejected_without_being_read(monkeypatch):
+    reads = []
+
+    def file_of(size: int):
+        monkeypatch.setattr(
+            transforms, "open_uncompressed", lambda uri: RecordingFile(bytes(size), reads)
+        )
+
+    file_of(8 * 1000 + 1)  # one byte more than 1,000 pixels of 16-bit RGBA can need
+    with pytest.raises(image_io.ImageError) as raised:
+        transforms.read_image_file("clip.mp4", max_pixels=1000)
+    assert raised.value.reason == image_io.FILE_TOO_LARGE
+    assert reads == []
+    file_of(8 * 1000)
+    assert len(transforms.read_image_file("big.tiff", max_pixels=1000)) == 8 * 1000
+    assert len(reads) == 1
+
+
+def encoded_image(uri: str, label: str, split: str | None = None):
+    stored = image_io.StoredImage(b"jpeg of " + uri.encode(), width=3, height=2)
+    return transforms.EncodedImage(SourceFile(uri, label, split), stored)
+
+
 def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
-    a, b = SourceFile("/in/cat/a", "cat", None), SourceFile("/in/cat/b", "cat", None)
-    cat_x, dog_x = SourceFile("/in/cat/x", "cat", None), SourceFile("/in/dog/x", "dog", None)
-    single = SourceFile("/in/dog/single", "dog", None)
-    groups = [("h1", [b, a]), ("h2", [dog_x, cat_x]), ("h3", [single])]
+    a, b = encoded_image("/in/cat/a", "cat"), encoded_image("/in/cat/b", "cat")
+    cat_x, dog_x = encoded_image("/in/cat/x", "cat"), encoded_image("/in/dog/x", "dog")
+    single = encoded_image("/in/dog/single", "dog")
+    # The same image in train/ and test/: the held-out copy stays, even with a larger URI.
+    in_train = encoded_image("/in/a_train/cat/y", "cat", "train")
+    in_test = encoded_image("/in/test/cat/y", "cat", "test")
+    groups = [("h1", [b, a]), ("h2", [dog_x, cat_x]), ("h3", [single]), ("h4", [in_train, in_test])]
     with beam_pipeline() as pipeline:
         resolved = (
             pipeline
@@ -114,10 +204,19 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
                 transforms.DUPLICATES, REJECTED, transforms.CONFLICTS, main="unique"
             )
         )
-        assert_that(resolved.unique, equal_to([("h1", a), ("h3", single)]), label="Unique")
+        assert_that(
+            resolved.unique,
+            equal_to([("h1", a), ("h3", single), ("h4", in_test)]),
+            label="Unique",
+        )
         assert_that(
             resolved[transforms.DUPLICATES],
-            equal_to([report.duplicate("/in/cat/b", "/in/cat/a", "cat")]),
+            equal_to(
+                [
+                    report.duplicate("/in/cat/b", "/in/cat/a", "cat"),
+                    report.duplicate("/in/a_train/cat/y", "/in/test/cat/y", "cat"),
+                ]
+            ),
             label="Duplicates",
         )
         assert_that(
@@ -128,48 +227,61 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
         assert_that(resolved[transforms.CONFLICTS], equal_to(["h2"]), label="ConflictHashes")
 
 
-def test_encode_image_builds_records_and_rejects_bad_or_changed_files(tmp_path):
-    good = write(tmp_path / "dog" / "good.png", noise_png(2, size=(40, 30)))
-    corrupt = write(tmp_path / "dog" / "corrupt.png", noise_png(3)[:60])
-    changed = write(tmp_path / "dog" / "changed.png", noise_png(4))
-    elements = [
-        (sha256(noise_png(2, size=(40, 30))), SourceFile(good, "dog", None)),
-        (sha256(noise_png(3)[:60]), SourceFile(corrupt, "dog", None)),
-        (sha256(b"what it held when it was hashed"), SourceFile(changed, "dog", None)),
-    ]
-    config = config_lib.PreprocessConfig(
-        input=str(tmp_path), output="unused", image_size=24, split=config_lib.parse_split("test=1")
-    )
+def test_build_record_holds_the_contract_features_and_a_named_or_hashed_split():
+    fractions = config_lib.parse_split("validation=1")
+    named = ("ab" * 32, encoded_image("/in/test/dog/x.png", "dog", "test"))
+    hashed = ("cd" * 32, encoded_image("/in/dog/y.png", "dog"))
     with beam_pipeline() as pipeline:
         label_ids = pipeline | "Labels" >> beam.Create([{"cat": 0, "dog": 1}])
-        encoded = (
+        built = (
             pipeline
-            | "Elements" >> beam.Create(elements)
-            | beam.ParDo(
-                transforms.EncodeImageFn(config), label_ids=pvalue.AsSingleton(label_ids)
-            ).with_outputs(REJECTED, main="records")
+            | "Kept" >> beam.Create([named, hashed])
+            | beam.Map(
+                transforms.build_record,
+                label_ids=pvalue.AsSingleton(label_ids),
+                split_fractions=fractions,
+            )
         )
 
-        def check_record(record: StoredRecord) -> tuple:
+        def summary(record: StoredRecord) -> tuple:
             features = tf.train.Example.FromString(record.example).features.feature
-            encoded_jpeg = features[contract.FEATURE_ENCODED].bytes_list.value[0]
             return (
                 record.split,
                 record.label,
+                record.sha256,
                 features[contract.FEATURE_LABEL].int64_list.value[0],
-                Image.open(io.BytesIO(encoded_jpeg)).size,
                 features[contract.FEATURE_SOURCE].bytes_list.value[0].decode(),
+                features[contract.FEATURE_SHA256].bytes_list.value[0].decode(),
+                features[contract.FEATURE_ENCODED].bytes_list.value[0],
+                features[contract.FEATURE_WIDTH].int64_list.value[0],
             )
 
         assert_that(
-            encoded.records | beam.Map(check_record),
-            equal_to([("test", "dog", 1, (32, 24), good)]),
-            label="Records",
-        )
-        assert_that(
-            encoded[REJECTED] | beam.Map(uri_and_reason),
-            equal_to([(corrupt, image_io.TRUNCATED), (changed, transforms.CHANGED_DURING_RUN)]),
-            label="Rejected",
+            built | beam.Map(summary),
+            equal_to(
+                [
+                    (
+                        "test",
+                        "dog",
+                        "ab" * 32,
+                        1,
+                        "/in/test/dog/x.png",
+                        "ab" * 32,
+                        b"jpeg of /in/test/dog/x.png",
+                        3,
+                    ),
+                    (
+                        "validation",
+                        "dog",
+                        "cd" * 32,
+                        1,
+                        "/in/dog/y.png",
+                        "cd" * 32,
+                        b"jpeg of /in/dog/y.png",
+                        3,
+                    ),
+                ]
+            ),
         )
 
 
@@ -218,40 +330,43 @@ def test_write_json_lines_writes_a_sorted_file_even_when_empty(tmp_path):
     assert (tmp_path / "empty.jsonl").read_bytes() == b""
 
 
-def test_counters_report_inputs_rejections_duplicates_and_written_examples(tmp_path):
-    image = write(tmp_path / "cat" / "a.png", noise_png(5))
-    copy = write(tmp_path / "cat" / "b.png", noise_png(5))
-    empty = write(tmp_path / "cat" / "c.png", b"")
-    inputs = [SourceFile(uri, "cat", None) for uri in (image, copy, empty)]
+def test_counters_report_inputs_rejections_duplicates_conflicts_and_written_examples(tmp_path):
+    root = tmp_path / "in"
+    write(root / "train" / "cat" / "a.png", noise_png(5))
+    write(root / "test" / "cat" / "b.png", noise_png(5))  # a duplicate: the test copy stays
+    write(root / "train" / "cat" / "c.png", noise_png(6))
+    write(root / "train" / "dog" / "c.png", noise_png(6))  # a label conflict
+    write(root / "train" / "cat" / "d.png", b"")
+    write(root / "cat" / "e.png", noise_png(7))  # outside the split folders
+    config = config_lib.PreprocessConfig(input=str(root), output="unused", image_size=8)
     pipeline = beam_pipeline()
-    hashed = (
-        pipeline
-        | beam.Create(inputs)
-        | beam.ParDo(transforms.HashContentFn(max_pixels=10**6)).with_outputs(
-            REJECTED, main="hashed"
-        )
+    listed = pipeline | sources.FolderSource(str(root), sources.SPLIT_FOLDERS)
+    encoded = listed.files | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
+        REJECTED, main="encoded"
     )
-    unique = (
-        hashed.hashed
+    resolved = (
+        encoded.encoded
         | beam.GroupByKey()
         | beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(main="unique")
     )
     _ = (
-        unique.unique
-        | beam.MapTuple(lambda sha, source: StoredRecord("validation", sha, "cat", b"e"))
+        resolved.unique
+        | beam.MapTuple(lambda sha, image: StoredRecord(image.source.split, sha, "cat", b"e"))
         | transforms.WriteShards(str(tmp_path / "out"), requested_shards=0)
     )
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {
-        counter.key.metric.name: counter.committed
-        for counter in result.metrics().query(
-            MetricsFilter().with_namespace(transforms.METRICS_NAMESPACE)
-        )["counters"]
+    assert metrics.job_counters(result) == {
+        metrics.INPUTS_READ: 6,
+        metrics.rejected_counter(image_io.EMPTY_FILE): 1,
+        metrics.rejected_counter(sources.OUTSIDE_SPLIT_FOLDERS): 1,
+        metrics.rejected_counter(dedup.LABEL_CONFLICT): 2,
+        metrics.DUPLICATES: 1,
+        metrics.LABEL_CONFLICTS: 1,
+        metrics.written_counter("test"): 1,
     }
-    assert counters == {
-        "inputs_read": 3,
-        f"rejected_{image_io.EMPTY_FILE}": 1,
-        "duplicates": 1,
-        "examples_written_validation": 1,
+    # The raw query, as a runner's monitoring shows it: one namespace for the job.
+    query = result.metrics().query(MetricsFilter().with_namespace(metrics.METRICS_NAMESPACE))
+    assert {counter.key.metric.namespace for counter in query["counters"]} == {
+        "objrec.preprocessing"
     }

@@ -174,12 +174,39 @@ def test_a_corrupted_frame_fails_the_crc_check(tmp_path):
 # duplicates
 
 
+def test_split_given_or_default():
+    assert config_lib.PreprocessConfig(input="in", output="out").split is None
+    default = config_lib.PreprocessConfig(input="in", output="out").split_fractions
+    assert default == config_lib.parse_split(config_lib.DEFAULT_SPLIT)
+    given = config_lib.PreprocessConfig(
+        input="in", output="out", split=config_lib.parse_split("train=1")
+    )
+    assert given.split_fractions == (("train", 1.0), ("validation", 0.0), ("test", 0.0))
+    assert given.to_json_dict()["split"] == "train=1,validation=0,test=0"
+
+
 def test_duplicates_keep_the_smallest_uri():
     members = [SourceFile("/in/cat/b.jpg", "cat", None), SourceFile("/in/cat/a.jpg", "cat", None)]
     resolution = dedup.resolve_same_content(sha("x"), members)
     assert resolution.keeper == members[1]
     assert resolution.duplicates == [report.duplicate("/in/cat/b.jpg", "/in/cat/a.jpg", "cat")]
     assert resolution.rejected == []
+
+
+def test_duplicates_keep_the_held_out_copy_first():
+    members = [
+        SourceFile("/in/a/cat/x.jpg", "cat", None),
+        SourceFile("/in/train/cat/x.jpg", "cat", "train"),
+        SourceFile("/in/validation/cat/x.jpg", "cat", "validation"),
+        SourceFile("/in/z_test/cat/x.jpg", "cat", "test"),
+    ]
+    resolution = dedup.resolve_same_content(sha("x"), members)
+    assert resolution.keeper == members[3]
+    assert [entry[contract.LOG_URI] for entry in resolution.duplicates] == [
+        "/in/validation/cat/x.jpg",
+        "/in/train/cat/x.jpg",
+        "/in/a/cat/x.jpg",
+    ]
 
 
 def test_the_same_content_under_two_labels_rejects_every_copy():
@@ -213,6 +240,7 @@ def test_metadata_counts_add_up_and_list_every_class_and_split():
     config = config_lib.PreprocessConfig(input="/in", output="/out", image_size=32)
     metadata = report.build_metadata(
         config,
+        input_layout="class_folders",
         labels=["cat", "dog"],
         num_inputs=10,
         num_rejected=2,
@@ -231,6 +259,29 @@ def test_metadata_counts_add_up_and_list_every_class_and_split():
     assert metadata[contract.META_SPLITS]["train"][contract.META_FILES][0] == "t0"
     assert report.classes_below(metadata, 3) == {"dog": 2}
     assert metadata[contract.META_CONFIG]["split"] == config_lib.DEFAULT_SPLIT
+    assert metadata[contract.META_INPUT_LAYOUT] == "class_folders"
+
+
+def test_summary_names_splits_rejections_duplicates_and_the_smallest_class():
+    config = config_lib.PreprocessConfig(input="/in", output="/out")
+    metadata = report.build_metadata(
+        config,
+        input_layout="split_folders",
+        labels=["cat", "dog"],
+        num_inputs=9,
+        num_rejected=3,
+        rejected_reasons={"truncated": 1, "label_conflict": 2},
+        num_duplicates=1,
+        num_label_conflicts=1,
+        split_class_counts=[(("train", "cat"), 4), (("test", "dog"), 1)],
+        shard_files=[("train", "a"), ("train", "b"), ("test", "c")],
+    )
+    assert report.format_summary(metadata, "/out").splitlines() == [
+        "Wrote /out: 5 examples of 9 inputs (train 4 in 2 files, validation 0 in 0 files, "
+        "test 1 in 1 file).",
+        "Classes: 2, smallest dog with 1.",
+        "Rejected: 3 (label_conflict 2, truncated 1); duplicates: 1; label conflicts: 1.",
+    ]
 
 
 @pytest.mark.parametrize(
