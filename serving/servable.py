@@ -70,6 +70,20 @@ class SavedModelServable:
             response.outputs[alias].CopyFrom(tensors.to_tensor_proto(value))
         return response
 
+    def run_signature(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature on arrays, no protos: the in-process baseline of benchmarks.
+
+        The same Session and tensors Predict uses, without a request to parse or a response
+        to build; inputs are not checked against the signature.
+        """
+        signature = self._signature(signature_name)
+        feeds = {signature.inputs[alias].name: value for alias, value in inputs.items()}
+        aliases = list(signature.outputs)
+        values = self._run([signature.outputs[alias].name for alias in aliases], feeds)
+        return dict(zip(aliases, values, strict=True))
+
     def model_spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
         """The ModelSpec TF Serving puts in its responses: name, version, signature."""
         spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature_name)
