@@ -1,20 +1,43 @@
-"""objrec-preprocess: a folder of class folders to a sharded TFRecord dataset (Apache Beam).
+"""objrec-preprocess: labelled images to a sharded TFRecord dataset (Apache Beam).
+
+--input is a folder of class folders (SRC/<class>/<image>), the same split into
+SRC/train/, SRC/validation/ (or val/), SRC/test/, or a manifest .csv/.jsonl of
+uri,label[,split] (see inputs.py); local or gs://, through one code path.
 
 Local, in process (the default runner here is Beam's in-process FnApiRunner: `DirectRunner`
 would first try to download the Prism runner binary):
 
     python -m preprocessing.pipeline --input ./images --output ./dataset
+    python -m preprocessing.pipeline --input ./labels.csv --output ./dataset --image_size 224
 
-Dataflow (workers install this repository with --setup_file):
+Dataflow (workers install this repository with --setup_file; inputs and output on gs://):
 
     python -m preprocessing.pipeline \
         --input gs://BUCKET/images --output gs://BUCKET/datasets/v1 \
         --runner DataflowRunner --project PROJECT --region us-central1 \
-        --temp_location gs://BUCKET/tmp --setup_file ./setup.py
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py \
+        --machine_type n2-standard-4 --max_num_workers 20
 
-Steps: list the files of SRC/<class>/ -> SHA-256 of each -> group by hash (keep one copy,
-log duplicates, reject label conflicts) -> decode, orient, convert, resize, JPEG-encode ->
-split by hash -> shard by hash -> write shards, logs, labels.txt and, last, metadata.json.
+n2-standard-4: 4 vCPUs and 16 GB, one SDK process per vCPU, so 4 GB for each: room for the
+largest image --max_pixels allows (100 M pixels = 300 MB decoded) and its copies. The job is
+CPU-bound (decoding): more workers, not bigger ones, make it faster.
+
+Faster worker start-up with a custom container that already holds the package (its Python
+minor version must be the launcher's, 3.11 here), then drop --setup_file:
+
+    FROM apache/beam_python3.11_sdk:2.77.0
+    COPY . /objrec
+    RUN pip install --no-cache-dir -c /objrec/constraints.txt /objrec
+
+    ... --sdk_container_image us-central1-docker.pkg.dev/PROJECT/objrec/beam-worker:TAG
+
+Add `--dry_run True` to build the Dataflow job (and stage the package in a local temporary
+folder) without credentials or submitting it: tests/test_preprocessing_dataflow.py does.
+
+Steps: list the inputs -> read each file once: SHA-256, decode, orient, convert, resize,
+JPEG-encode -> group by hash (keep one copy, log duplicates, reject label conflicts) -> split
+(named by the input, else by hash) -> shard by hash -> write shards, logs, labels.txt and,
+last, metadata.json; print a summary. Progress: the Beam counters of metrics.py.
 """
 
 import argparse
@@ -229,8 +252,10 @@ def _is_dataflow(options: PipelineOptions) -> bool:
 
 
 def only_builds_the_job(options: PipelineOptions) -> bool:
-    """True for `--dry_run`: the runner builds the job and submits nothing (Beam's rule:
-    any non-empty value, `--dry_run False` included)."""
+    """True for `--dry_run`: the runner builds the job and submits nothing.
+
+    Beam's own rule, so that both agree: any non-empty value, `--dry_run False` included.
+    """
     return bool(options.view_as(TestOptions).dry_run)
 
 

@@ -72,6 +72,8 @@ def dataflow_flags(temp_location: str) -> list[str]:
         str(REPO / "setup.py"),
         "--machine_type",
         MACHINE_TYPE,
+        "--max_num_workers",
+        "20",
         "--sdk_container_image",
         CONTAINER,
         "--dry_run",
@@ -157,6 +159,7 @@ def test_dataflow_job_builds_offline_with_the_readme_options(
         )
         (workers,) = environment.proto.worker_pools
         assert workers.machine_type == MACHINE_TYPE
+        assert workers.autoscaling_settings.max_num_workers == 20
         assert [image.container_image for image in workers.sdk_harness_container_images] == [
             CONTAINER
         ]

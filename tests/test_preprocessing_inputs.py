@@ -400,7 +400,7 @@ def test_counters_of_a_run_equal_its_metadata(split_folder_run):
 
 
 @pytest.mark.slow
-def test_csv_manifest_run_respects_named_splits_and_hashes_the_others(tmp_path):
+def test_csv_manifest_run_respects_named_splits_and_hashes_the_others(tmp_path, capsys):
     images = tmp_path / "photos"
     rows = ["uri,label,split"]
     for index in range(8):
@@ -417,6 +417,13 @@ def test_csv_manifest_run_respects_named_splits_and_hashes_the_others(tmp_path):
 
     assert metadata[contract.META_INPUT_LAYOUT] == inputs.MANIFEST
     assert metadata[contract.META_NUM_INPUTS] == 11
+    # The end-of-run summary: 7 stored, 3 rejected, 1 duplicate = 11 rows.
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        f"Wrote {tmp_path / 'out'}: 7 examples of 11 inputs (train 5 in 5 files, "
+        "validation 1 in 1 file, test 1 in 1 file).",
+        "Classes: 2, smallest dog with 3.",  # dog: 0, 2, 6 (4 is a conflict)
+        "Rejected: 3 (label_conflict 2, unreadable 1); duplicates: 1; label conflicts: 1.",
+    ]
     stored = split_of_each_source(tmp_path / "out")
     assert stored == {
         str(images / "0.png"): "test",

@@ -282,6 +282,7 @@ def test_metadata_describes_the_run(job):
     assert metadata[contract.META_IMAGE_SIZE] == IMAGE_SIZE
     assert metadata[contract.META_RESIZE_MODE] == "shorter_side"
     assert metadata[contract.META_JPEG_QUALITY] == 95
+    assert metadata[contract.META_INPUT_LAYOUT] == "class_folders"
     class_counts = {
         label: sum(
             s[contract.META_CLASS_COUNTS][label] for s in metadata[contract.META_SPLITS].values()
