@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from objrec import contract
@@ -135,7 +135,7 @@ def folder_layout(root: str) -> str:
     return CLASS_FOLDERS
 
 
-def file_path(metadata) -> list[str]:
+def file_path(metadata: FileMetadata) -> list[str]:
     """The path of a listed object; none for a folder placeholder (a name ending in `/`).
 
     The Cloud Console's "Create folder" makes such zero-byte objects: they are not images.

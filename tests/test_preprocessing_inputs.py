@@ -359,6 +359,8 @@ def test_split_folder_run_stores_every_format_as_rgb_and_accounts_for_every_file
         ".webp",
         ".tiff",
     }
+    hashes = [record[contract.FEATURE_SHA256] for record in records]
+    assert len(set(hashes)) == len(hashes)  # no content in two splits, nor twice in one
     for record in records:
         decoded = Image.open(io.BytesIO(record[contract.FEATURE_ENCODED]))
         assert (decoded.format, decoded.mode) == ("JPEG", "RGB")

@@ -458,9 +458,14 @@ def test_gcs_input_and_output_take_the_same_code_path(gcs_bucket, tmp_path):
     for path in sorted((tmp_path / "local").rglob("*.*")):
         relative = path.relative_to(tmp_path / "local").as_posix()
         gcs_bucket.blob(f"images/{relative}").upload_from_filename(str(path))
+    # The Cloud Console's "Create folder": a zero-byte object named like a folder, no input.
+    gcs_bucket.blob("images/cat/").upload_from_string(b"")
     source, output = "gs://objrec-test/images", "gs://objrec-test/dataset"
 
     metadata = run_job(source, output, "--image_size", "16")
+
+    assert metadata[contract.META_NUM_INPUTS] == 5
+    assert metadata[contract.META_NUM_REJECTED] == 0
 
     names = {blob.name for blob in gcs_bucket.client.list_blobs("objrec-test", prefix="dataset/")}
     files = [
