@@ -92,6 +92,7 @@ def write_dataset(
         contract.META_NUM_CLASSES: len(LABELS),
         contract.META_IMAGE_SIZE: size,
         contract.META_RESIZE_MODE: "shorter_side",
+        contract.META_JPEG_QUALITY: 95,
         contract.META_NUM_INPUTS: index,
         contract.META_NUM_REJECTED: 0,
         contract.META_NUM_DUPLICATES: 0,

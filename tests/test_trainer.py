@@ -176,7 +176,7 @@ def test_saved_model_equals_keras_on_the_same_image(trained_job):
     serving = _signature(export_dir, contract.SERVING_SIGNATURE)
     result = serving(image_bytes=tf.constant([jpeg, png, b"not an image"]))
     for index, data in enumerate((jpeg, png)):
-        image = image_ops.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, 10**6)
+        image = image_ops.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, 10**6, 95)
         expected = model(image[tf.newaxis], training=False).numpy()[0]
         np.testing.assert_allclose(
             result[contract.OUTPUT_PROBABILITIES][index], expected, atol=1e-4

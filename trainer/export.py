@@ -40,8 +40,10 @@ class ServingFunctions:
         resize_mode: str,
         input_size: int,
         max_pixels: int,
+        jpeg_quality: int | None = None,
     ):
         self.model = model
+        self.jpeg_quality = jpeg_quality
         self.labels = tuple(labels)
         self.top_k = contract.top_k_for(len(labels))
         self.image_size = image_size
@@ -64,7 +66,12 @@ class ServingFunctions:
     def from_image_bytes(self, image_bytes: tf.Tensor) -> dict:
         """`serving_default`: encoded JPEG/PNG/GIF/BMP files of any size."""
         images, valid = image_ops.decode_raw_batch(
-            image_bytes, self.image_size, self.resize_mode, self.input_size, self.max_pixels
+            image_bytes,
+            self.image_size,
+            self.resize_mode,
+            self.input_size,
+            self.max_pixels,
+            self.jpeg_quality,
         )
         return self._outputs(images, valid)
 
@@ -135,7 +142,13 @@ def export_model(model: keras.Model, config: TrainConfig, info: input_pipeline.D
     everything is written to a staging directory (a name it ignores) and then published.
     """
     functions = ServingFunctions(
-        model, info.labels, info.image_size, info.resize_mode, config.input_size, config.max_pixels
+        model,
+        info.labels,
+        info.image_size,
+        info.resize_mode,
+        config.input_size,
+        config.max_pixels,
+        info.jpeg_quality,
     )
     model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
     staging = tf.io.gfile.join(model_base_path, f".tmp-{uuid.uuid4().hex}")

@@ -275,11 +275,24 @@ def _to_rgb_on_white(image: tf.Tensor) -> tf.Tensor:
     return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
 
 
+def jpeg_round_trip(image: tf.Tensor, quality: int) -> tf.Tensor:
+    """What storing as JPEG does to pixels: encode at `quality` (4:2:0, as preprocessing
+    writes), decode again."""
+    encoded = tf.io.encode_jpeg(tf.cast(image, tf.uint8), quality=quality, chroma_downsampling=True)
+    return tf.cast(decode_stored(encoded), tf.float32)
+
+
 def decode_raw_image(
-    image_bytes: tf.Tensor, image_size: int, resize_mode: str, input_size: int, max_pixels: int
+    image_bytes: tf.Tensor,
+    image_size: int,
+    resize_mode: str,
+    input_size: int,
+    max_pixels: int,
+    jpeg_quality: int | None = None,
 ) -> tf.Tensor:
     """Raw file bytes to model input, as preprocessing followed by evaluation would make it:
-    EXIF orientation (JPEG), transparency on white, the resize policy, the center crop.
+    EXIF orientation (JPEG), transparency on white, the resize policy, the JPEG round trip
+    of storage (when `jpeg_quality` is given), the center crop.
 
     Raises InvalidArgumentError for an unknown format, a header declaring more than
     `max_pixels` pixels (checked before any decode) or undecodable data; the batch function
@@ -303,11 +316,18 @@ def decode_raw_image(
         )
     rgb = _to_rgb_on_white(decoded)
     stored = tf.round(tf.clip_by_value(apply_resize_policy(rgb, image_size, resize_mode), 0, 255))
+    if jpeg_quality:
+        stored = jpeg_round_trip(stored, jpeg_quality)
     return eval_crop(stored, image_size, input_size)
 
 
 def decode_raw_batch(
-    image_bytes: tf.Tensor, image_size: int, resize_mode: str, input_size: int, max_pixels: int
+    image_bytes: tf.Tensor,
+    image_size: int,
+    resize_mode: str,
+    input_size: int,
+    max_pixels: int,
+    jpeg_quality: int | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes a batch of raw files; one bad file never fails the others.
 
@@ -320,7 +340,7 @@ def decode_raw_batch(
     decoded = indexed.map(
         lambda index, data: (
             index,
-            decode_raw_image(data, image_size, resize_mode, input_size, max_pixels),
+            decode_raw_image(data, image_size, resize_mode, input_size, max_pixels, jpeg_quality),
         )
     ).ignore_errors()
 

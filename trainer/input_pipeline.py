@@ -28,6 +28,7 @@ class DatasetInfo:
     files: dict  # split name -> list of shard paths
     metadata: dict
     metadata_sha256: str  # identifies the exact dataset a model was trained on
+    jpeg_quality: int | None  # of the stored JPEGs; the serving graph repeats that encoding
 
     @property
     def num_classes(self) -> int:
@@ -79,6 +80,7 @@ def load_dataset_info(data_dir: str) -> DatasetInfo:
         },
         metadata=metadata,
         metadata_sha256=hashlib.sha256(metadata_text.encode()).hexdigest(),
+        jpeg_quality=metadata.get(contract.META_JPEG_QUALITY),
     )
 
 
