@@ -115,6 +115,9 @@ def test_model_status_and_metadata(server):
     [
         ("/v1/models/nope:predict", {"instances": ["x"]}, 404, "Latest(nope)"),
         ("/v1/models/objrec/versions/9", None, 404, "Could not find version 9 of model objrec"),
+        ("/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+        ("/v1/models/objrec/labels/stable:predict", {"instances": ["x"]}, 400,
+         "Unrecognized servable version label: stable"),
         ("/v1/models/objrec:predict", b"{not json", 400, "JSON Parse error"),
         ("/v1/models/objrec:predict", {"instance": []}, 400, "Missing 'inputs' or 'instances'"),
         ("/v1/models/objrec:predict", {"instances": [{"image": b64(b"x")}]}, 400,

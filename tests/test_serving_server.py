@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -31,7 +32,9 @@ from tensorflow_serving.apis import (
 
 from objrec import contract
 from serving import model_manager, tensors, warmup
+from serving.config import ServerConfig
 from serving.servable import SavedModelServable
+from serving.server import ModelServer
 from tests import serving_fixtures
 from tests.serving_fixtures import LABELS, OTHER_LABELS, copy_version, running_server
 
@@ -326,6 +329,8 @@ def test_request_over_the_message_limit_is_resource_exhausted(toy_version, tmp_p
         with pytest.raises(grpc.RpcError) as error:
             stub.Predict(predict_request([b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)]))
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # gRPC's own message, the one TF Serving's clients see too.
+        assert "Received message larger than max (" in error.value.details()
         assert_still_serving(stub)
 
 
@@ -523,6 +528,36 @@ def test_command_line_server_serves_then_stops_gracefully_on_sigterm(toy_version
         process.kill()
     assert process.returncode == 0, output
     assert "Shutting down" in output
+
+
+def test_stop_lets_running_requests_finish_and_refuses_new_ones(toy_version, tmp_path, monkeypatch):
+    copy_version(toy_version, tmp_path, 1)
+    running = threading.Event()
+    predict = SavedModelServable.predict
+
+    def slow_predict(self, request):
+        running.set()
+        time.sleep(1.0)  # still running when the stop begins
+        return predict(self, request)
+
+    monkeypatch.setattr(SavedModelServable, "predict", slow_predict)
+    config = ServerConfig(str(tmp_path), port=0, host="127.0.0.1", grace_period_seconds=10)
+    server = ModelServer(config)
+    address = f"127.0.0.1:{server.start()}"
+    with grpc.insecure_channel(address) as own_channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(own_channel)
+        in_flight = stub.Predict.future(predict_request(sample_images()), timeout=30)
+        assert running.wait(10)
+        stopping = threading.Thread(target=server.stop)  # what SIGTERM does in serve()
+        stopping.start()
+        response = in_flight.result()
+        stopping.join(30)
+    assert outputs_of(response)[contract.OUTPUT_VALID].tolist() == [True, True, True]
+    with grpc.insecure_channel(address) as new_channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(new_channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request(sample_images()), timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_a_port_in_use_is_a_clear_error(toy_version, tmp_path):
