@@ -415,7 +415,7 @@ def test_warmup_covers_every_batching_size_of_the_manifests():
     sizes = set()
     for path in glob.glob(os.path.join(REPO, "k8s", "**", "batching.config"), recursive=True):
         with open(path) as file:
-            sizes.update(
-                int(v) for v in re.findall(r"max_batch_size\s*{\s*value:\s*(\d+)", file.read())
-            )
-    assert sizes and sizes <= set(export.WARMUP_BATCH_SIZES)
+            text = file.read()
+        sizes.update(int(v) for v in re.findall(r"max_batch_size\s*{\s*value:\s*(\d+)", text))
+        sizes.update(int(v) for v in re.findall(r"allowed_batch_sizes:\s*(\d+)", text))
+    assert {8, 16, 32, 64} <= sizes <= set(export.WARMUP_BATCH_SIZES)

@@ -24,9 +24,10 @@ from trainer import image_ops, input_pipeline, lineage
 from trainer import model as model_lib
 from trainer.config import TrainConfig
 
-# Warmup requests replay at batch size 1 and at each server-side batching size of k8s/
-# (max_batch_size of k8s/base/tf-serving/batching.config and of the gpu overlay's).
-WARMUP_BATCH_SIZES = (1, 16, 64)
+# Warmup requests replay at batch size 1 and at every batch size server-side batching runs
+# in k8s/ (max_batch_size and allowed_batch_sizes of k8s/base/tf-serving/batching.config and
+# of the gpu overlay's), so no first request pays for a new shape.
+WARMUP_BATCH_SIZES = (1, 8, 16, 32, 64)
 
 
 class ServingFunctions:
