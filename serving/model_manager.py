@@ -175,14 +175,21 @@ class ModelManager:
         with self._lock:
             return bool(self._servables)
 
-    def close(self) -> None:
-        """Stops polling and unloads every version."""
+    def unload_all(self) -> list[SavedModelServable]:
+        """Stops polling and unloads every version (a model leaving the config).
+
+        Requests still running keep their servable until they finish, as after any unload.
+        """
         self._stop_polling.set()
         if self._poller is not None:
             self._poller.join()
         with self._refresh_lock:
-            for version in list(self._servables):
-                self._unload(version).close()
+            return [self._unload(version) for version in list(self._servables)]
+
+    def close(self) -> None:
+        """Unloads every version and closes its session at once (server shutdown)."""
+        for servable in self.unload_all():
+            servable.close()
 
     def _poll(self, poll_wait_seconds: float) -> None:
         while not self._stop_polling.wait(poll_wait_seconds):

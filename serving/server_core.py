@@ -215,7 +215,7 @@ class ServerCore:
             removed = [self._managers.pop(name) for name in set(self._managers) - set(wanted)]
         for manager in removed:
             logging.info("Unloading model %s: no longer in the config", manager.model_name)
-            manager.close()
+            manager.unload_all()
         for name, model in wanted.items():
             with self._lock:
                 manager = self._managers.get(name)

@@ -247,6 +247,14 @@ def test_reload_moves_labels_only_onto_available_versions(base_path, tmp_path):
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         assert error.value.details() == "Servable not found for request: Specific(objrec, 3)"
 
+        # The whole config is replaced: a model left out is unloaded.
+        only_objrec = tmp_path / "objrec.config"
+        only_objrec.write_text(model_config_text({"objrec": base_path}))
+        reload(models, only_objrec)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request(sample_images(), "other"), timeout=10)
+        assert error.value.details() == "Servable not found for request: Latest(other)"
+
 
 def test_config_file_edits_are_picked_up_without_a_restart(base_path, tmp_path):
     config_file = write_config(tmp_path, base_path, stable=1)
