@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from objrec import contract
+from preprocessing import records
 
 LABELS = ("circle", "square", "stripes")
 
@@ -37,23 +38,15 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 95) -> bytes:
 
 
 def _example(encoded: bytes, label_id: int, size: int, index: int) -> bytes:
-    def feature(value):
-        if isinstance(value, int):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    features = {
-        contract.FEATURE_ENCODED: feature(encoded),
-        contract.FEATURE_FORMAT: feature(contract.IMAGE_FORMAT.encode()),
-        contract.FEATURE_HEIGHT: feature(size),
-        contract.FEATURE_WIDTH: feature(size),
-        contract.FEATURE_LABEL: feature(label_id),
-        contract.FEATURE_LABEL_TEXT: feature(LABELS[label_id].encode()),
-        contract.FEATURE_SOURCE: feature(f"synthetic://{index}.jpg".encode()),
-        contract.FEATURE_SHA256: feature(f"{index:064x}".encode()),
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    return records.build_example(
+        jpeg=encoded,
+        height=size,
+        width=size,
+        label=label_id,
+        label_text=LABELS[label_id],
+        source=f"synthetic://{index}.jpg",
+        sha256=f"{index:064x}",
+    )
 
 
 def write_dataset(
