@@ -419,3 +419,24 @@ def test_warmup_covers_every_batching_size_of_the_manifests():
         sizes.update(int(v) for v in re.findall(r"max_batch_size\s*{\s*value:\s*(\d+)", text))
         sizes.update(int(v) for v in re.findall(r"allowed_batch_sizes:\s*(\d+)", text))
     assert {8, 16, 32, 64} <= sizes <= set(export.WARMUP_BATCH_SIZES)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch_size", "3", "--strategy", "mirrored"], "--batch_size 3"),
+        (["--job_dir", "/proc/objrec-job"], "--job_dir /proc/objrec-job"),
+        (["--data_dir", "/nonexistent/dataset"], "--data_dir /nonexistent/dataset"),
+        (["--head_epochs", "0", "--fine_tune_epochs", "0"], "nothing to train"),
+    ],
+)
+def test_user_errors_are_one_line_before_training(tiny_dataset, tmp_path, capsys, flags, message):
+    from trainer import task
+
+    argv = ["--data_dir", tiny_dataset, "--job_dir", str(tmp_path / "job"),
+            "--weights", "none", "--input_size", "32", *flags]  # fmt: skip
+    assert task.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "job" / "backup").exists()
