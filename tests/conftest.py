@@ -1,6 +1,7 @@
 """Shared test set-up: two logical CPU devices, and one tiny trained job per session."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,3 +55,26 @@ def trained_job(tiny_dataset, tmp_path_factory) -> dict:
     )
     summary = train.train_and_evaluate(config)
     return {"job_dir": job_dir, "summary": summary, "config": config}
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+    """A bucket in gcp-storage-emulator on 127.0.0.1, reached by Beam's FileSystems as gs://."""
+    from apache_beam.internal.gcp import auth
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="objrec-test")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    # Beam looks for Google credentials (4 retries, ~20 s, and the GCE metadata server) before
+    # it connects anonymously; the emulator needs none, so start out anonymous.
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    try:
+        yield storage.Client.create_anonymous_client().bucket("objrec-test")
+    finally:
+        server.stop()

@@ -20,10 +20,7 @@ from apache_beam.runners.dataflow.internal import apiclient
 
 from preprocessing import pipeline
 from preprocessing.errors import PreprocessError
-from tests.test_preprocessing_pipeline import (  # noqa: F401 (gcs_bucket: a fixture)
-    gcs_bucket,
-    write_class_images,
-)
+from tests.test_preprocessing_pipeline import write_class_images
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -24,9 +24,8 @@ from preprocessing import (
 from preprocessing.dedup import LABEL_CONFLICT
 from preprocessing.errors import PreprocessError
 from preprocessing.sources import SourceFile
-from tests.test_preprocessing_pipeline import (  # noqa: F401 (gcs_bucket: a fixture)
+from tests.test_preprocessing_pipeline import (
     encode,
-    gcs_bucket,
     noise,
     read_log,
     read_records,

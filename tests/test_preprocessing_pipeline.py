@@ -9,7 +9,6 @@ import json
 import logging
 import pathlib
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -427,29 +426,6 @@ def test_fashion_mnist_sample_folder_end_to_end(tmp_path):
     records = read_records(tmp_path / "dataset")
     assert len(records) + metadata[contract.META_NUM_DUPLICATES] == 30
     assert {(r[contract.FEATURE_HEIGHT], r[contract.FEATURE_WIDTH]) for r in records} == {(32, 32)}
-
-
-@pytest.fixture
-def gcs_bucket(monkeypatch):
-    """A bucket in gcp-storage-emulator on 127.0.0.1, reached by Beam's FileSystems as gs://."""
-    from apache_beam.internal.gcp import auth
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="objrec-test")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    # Beam looks for Google credentials (4 retries, ~20 s, and the GCE metadata server) before
-    # it connects anonymously; the emulator needs none, so start out anonymous.
-    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-    monkeypatch.setattr(auth._Credentials, "_credentials", None)
-    try:
-        yield storage.Client.create_anonymous_client().bucket("objrec-test")
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow
