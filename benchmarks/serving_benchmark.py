@@ -36,7 +36,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402
 import matplotlib.cbook  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
@@ -103,8 +102,7 @@ def predict_request(
             name=contract.DEFAULT_MODEL_NAME, signature_name=signature_name
         )
     )
-    proto = tensors.to_tensor_proto(value) if value.dtype == object else tf.make_tensor_proto(value)
-    request.inputs[alias].CopyFrom(proto)
+    request.inputs[alias].CopyFrom(tensors.to_compact_tensor_proto(value))
     return request
 
 

@@ -240,7 +240,9 @@ def predict(core: ServerCore, spec: model_pb2.ModelSpec, document: Mapping[str, 
     request = predict_pb2.PredictRequest(model_spec=served.model_spec(signature_name))
     for alias, value in named_values.items():
         array = to_array(alias, value, signature.inputs[alias].dtype)
-        request.inputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+        # Packed: the request never leaves the process, so typed fields would only cost a
+        # Python loop each way (6 ms for a 224x224 image).
+        request.inputs[alias].CopyFrom(tensors.to_compact_tensor_proto(array))
     response = served.predict(request)
     outputs = {alias: tensors.to_ndarray(proto) for alias, proto in response.outputs.items()}
     return rows_json(outputs) if row_format else columns_json(outputs)

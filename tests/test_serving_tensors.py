@@ -42,3 +42,20 @@ def test_dtype_without_a_typed_field_falls_back_to_tensorflow():
 def test_reads_tensor_content_as_other_clients_send_it():
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(tensors.to_ndarray(tf.make_tensor_proto(values)), values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3), np.array([[0.5, -1.25]], np.float32)],
+)
+def test_compact_protos_pack_numbers_and_round_trip(values):
+    proto = tensors.to_compact_tensor_proto(values)
+
+    assert len(proto.tensor_content) == values.nbytes
+    assert tensors.shape_of(proto) == values.shape
+    np.testing.assert_array_equal(tensors.to_ndarray(proto), values)
+
+
+def test_compact_protos_keep_strings_in_string_val():
+    proto = tensors.to_compact_tensor_proto(np.array([b"\xff\xd8", b""], dtype=object))
+    assert list(proto.string_val) == [b"\xff\xd8", b""]
