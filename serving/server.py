@@ -118,7 +118,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class ModelServer:
-    """The model manager behind a gRPC server (and optionally a REST one).
+    """A ServerCore behind a gRPC server (and optionally a REST one).
 
     Usable in-process, e.g. in tests:
 
