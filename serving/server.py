@@ -266,11 +266,12 @@ def session_config(parallelism: int) -> tf.compat.v1.ConfigProto:
 
 def serve(config: ServerConfig) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    server = ModelServer(config)
+    port = server.start()
+    # Installed once serving: a signal during startup has nothing to drain and just exits.
     stop_requested = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop_requested.set())
-    server = ModelServer(config)
-    port = server.start()
     logging.info("Running gRPC ModelServer at %s:%d ...", config.host, port)
     if server.rest_port is not None:
         logging.info("Exporting HTTP/REST API at %s:%d ...", config.host, server.rest_port)

@@ -326,3 +326,12 @@ def test_server_command_line_takes_a_base_path_or_a_config_file(argv, message, c
     with pytest.raises(SystemExit):
         server.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_server_command_line_refuses_startup_labels_in_one_line(base_path, tmp_path):
+    config_file = write_config(tmp_path, base_path, stable=1)
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(["--model_config_file", str(config_file), "--host", "127.0.0.1", "--port", "0"])
+    message = str(exit_info.value.code)
+    assert message.startswith("objrec-serve: FAILED_PRECONDITION: Request to assign label")
+    assert "\n" not in message
