@@ -440,3 +440,29 @@ def test_user_errors_are_one_line_before_training(tiny_dataset, tmp_path, capsys
     assert message in error
     assert len(error.splitlines()) == 1
     assert not (tmp_path / "job" / "backup").exists()
+
+
+@pytest.mark.slow
+def test_mixed_precision_training_exports_a_float32_graph(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    data_dir = dataset_fixtures.write_dataset(str(tmp_path / "d"), {"train": 8, "test": 3})
+    flags = [*TINY_TRAINING_FLAGS, "--mixed_precision", "bfloat16"]
+    flags[flags.index("--fine_tune_epochs") + 1] = "0"
+    config = config_lib.parse_flags(
+        ["--data_dir", data_dir, "--job_dir", str(tmp_path / "job"), *flags]
+    )
+    try:
+        summary = train.train_and_evaluate(config)
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(summary["export_dir"], "saved_model.pb"), "rb") as file:
+        saved_model.ParseFromString(file.read())
+    graph = saved_model.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    dtypes = {attr.type for node in nodes for attr in node.attr.values() if attr.type}
+    assert tf.bfloat16.as_datatype_enum not in dtypes
+    assert tf.float16.as_datatype_enum not in dtypes
