@@ -51,8 +51,9 @@ TINY_TRAINING_FLAGS = (
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """One request: how long it took, and why it failed (None when it succeeded)."""
+    """One request: when it started, how long it took, why it failed (None: it succeeded)."""
 
+    started: float
     seconds: float
     error: str | None = None
 
@@ -63,8 +64,20 @@ class Restart:
 
     after_requests: int
     exit_code: int
+    sigterm_at: float
     stop_seconds: float
-    down_seconds: float
+    serving_at: float
+
+    @property
+    def down_seconds(self) -> float:
+        """From SIGTERM to the new server answering its health check."""
+        return self.serving_at - self.sigterm_at
+
+    def overlaps(self, outcome: Outcome) -> bool:
+        """Whether a request was running at some point between SIGTERM and serving again."""
+        return outcome.started < self.serving_at and outcome.started + outcome.seconds > (
+            self.sigterm_at
+        )
 
 
 def tiny_export(work_dir: str, input_size: int = 32) -> str:
@@ -218,7 +231,7 @@ class LoadRun:
         ) as client:
             for number in range(count):
                 if self.stop.is_set():
-                    self.record(Outcome(0.0, "not sent: over --max_seconds"))
+                    self.record(Outcome(time.perf_counter(), 0.0, "not sent: over --max_seconds"))
                     continue
                 image = self.images[(index + number * self.args.clients) % len(self.images)]
                 self.record(timed_predict(client, image))
@@ -236,15 +249,17 @@ class LoadRun:
                 self.done.wait_for(functools.partial(self.reached, threshold))
             if self.stop.is_set():
                 return
+            sigterm_at = time.perf_counter()
             exit_code, stop_seconds = self.server.stop()
             try:
-                restart_seconds = self.server.start()
+                self.server.start()
             except RuntimeError as error:
                 self.restart_error = str(error)
                 self.stop.set()  # nothing will answer: end the run instead of waiting it out
                 return
+            serving_at = time.perf_counter()
             self.restarts.append(
-                Restart(threshold, exit_code, stop_seconds, stop_seconds + restart_seconds)
+                Restart(threshold, exit_code, sigterm_at, stop_seconds, serving_at)
             )
 
     def reached(self, count: int) -> bool:
@@ -258,19 +273,40 @@ def timed_predict(client: PredictionClient, image: bytes) -> Outcome:
     try:
         (prediction,) = client.predict([image])
     except grpc.RpcError as error:
-        return Outcome(time.perf_counter() - started, f"{error.code().name}: {error.details()}")
+        seconds = time.perf_counter() - started
+        return Outcome(started, seconds, f"{error.code().name}: {error.details()}")
     seconds = time.perf_counter() - started
     if not prediction.valid:
-        return Outcome(seconds, "the model marked a real photo not valid")
-    return Outcome(seconds)
+        return Outcome(started, seconds, "the model marked a real photo not valid")
+    return Outcome(started, seconds)
+
+
+def latency_line(name: str, outcomes: Sequence[Outcome]) -> str:
+    """`latency (name): N requests, p50 .. ms, p99 .. ms, max .. ms`."""
+    if not outcomes:
+        return f"latency ({name}): no requests"
+    milliseconds = np.array([outcome.seconds for outcome in outcomes]) * 1000.0
+    p50, p99 = np.percentile(milliseconds, [50, 99])
+    return (
+        f"latency ({name}): {len(outcomes)} requests, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {milliseconds.max():.1f} ms"
+    )
+
+
+def print_latencies(run: LoadRun) -> None:
+    """Latency of the successful requests: all, those away from restarts, those across one."""
+    succeeded = [outcome for outcome in run.outcomes if not outcome.error]
+    across = [o for o in succeeded if any(restart.overlaps(o) for restart in run.restarts)]
+    away = [o for o in succeeded if not any(restart.overlaps(o) for restart in run.restarts)]
+    groups = {"all": succeeded, "away from restarts": away, "across a restart": across}
+    for name, outcomes in groups.items():
+        print(latency_line(name, outcomes))
 
 
 def report(run: LoadRun, wall_seconds: float) -> int:
     """Prints the figures; returns the exit code (1 if anything failed)."""
     args = run.args
     failed = [outcome for outcome in run.outcomes if outcome.error]
-    latencies_ms = np.array([outcome.seconds for outcome in run.outcomes if not outcome.error])
-    latencies_ms *= 1000.0
     print(
         f"objrec load test - development server (serving.server), not TF Serving; "
         f"{os.cpu_count()} CPU cores shared by server and clients"
@@ -282,14 +318,9 @@ def report(run: LoadRun, wall_seconds: float) -> int:
             f"{restart.exit_code} in {restart.stop_seconds:.1f} s, serving again after "
             f"{restart.down_seconds:.1f} s"
         )
-    print(f"requests: {len(latencies_ms)} ok, {len(failed)} failed, wall {wall_seconds:.1f} s")
-    if len(latencies_ms):
-        p50, p99 = np.percentile(latencies_ms, [50, 99])
-        waited = int((latencies_ms > 1000.0).sum())
-        print(
-            f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies_ms.max():.1f} ms "
-            f"({waited} requests waited over 1 s, through the restart)"
-        )
+    ok = len(run.outcomes) - len(failed)
+    print(f"requests: {ok} ok, {len(failed)} failed, wall {wall_seconds:.1f} s")
+    print_latencies(run)
     for error in sorted({outcome.error for outcome in failed})[:5]:
         print(f"  error: {error}")
     if run.restart_error:

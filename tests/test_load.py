@@ -29,4 +29,4 @@ def test_load_test_carries_every_request_through_a_restart(trained_job):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "requests: 60 ok, 0 failed" in result.stdout
     assert "restart 1: SIGTERM after 30 requests, exit code 0" in result.stdout
-    assert "latency: p50" in result.stdout
+    assert "latency (all): 60 requests, p50" in result.stdout
