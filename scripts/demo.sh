@@ -21,7 +21,7 @@ step "1/5 sample images: $per_class per class from the training set, 20 per clas
 python -m preprocessing.sample_data --output "$demo/images" --per_class "$per_class" --source train
 python -m preprocessing.sample_data --output "$demo/heldout" --per_class 20 --source test
 
-step "2/5 preprocessing (Apache Beam, DirectRunner)"
+step "2/5 preprocessing (Apache Beam, in process)"
 rm -rf "$demo/dataset" "$demo/job"
 objrec-preprocess --input "$demo/images" --output "$demo/dataset" --image_size 32
 
@@ -32,7 +32,7 @@ objrec-train --data_dir "$demo/dataset" --job_dir "$demo/job" --weights none --i
   --learning_rate 1e-3 --fine_tune_learning_rate 1e-3 --early_stopping_patience 0 \
   --min_crop_area 0.6
 
-step "4/5 serving demo/job/export/objrec on 127.0.0.1:$port"
+step "4/5 serving $demo/job/export/objrec on 127.0.0.1:$port"
 objrec-serve --model_base_path "$demo/job/export/objrec" --model_name objrec --port "$port" \
   > "$demo/server.log" 2>&1 &
 server=$!
