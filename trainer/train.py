@@ -14,6 +14,7 @@ import logging
 import math
 import signal
 import sys
+import uuid
 
 import keras
 import numpy as np
@@ -476,7 +477,8 @@ def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas:
 def check_job_dir_writable(job_dir: str):
     try:
         tf.io.gfile.makedirs(job_dir)
-        probe = tf.io.gfile.join(job_dir, ".objrec-write-probe")
+        # One probe per process: every worker of a cluster checks the same directory at once.
+        probe = tf.io.gfile.join(job_dir, f".objrec-write-probe-{uuid.uuid4().hex}")
         with tf.io.gfile.GFile(probe, "w") as file:
             file.write("ok")
         tf.io.gfile.remove(probe)
