@@ -1,6 +1,7 @@
 """Shared test set-up: two logical CPU devices, and one tiny trained job per session."""
 
 import os
+import pathlib
 import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,7 +15,7 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
-from tests import dataset_fixtures  # noqa: E402
+from tests import dataset_fixtures, serving_fixtures  # noqa: E402
 
 TINY_TRAINING_FLAGS = (
     "--weights",
@@ -78,3 +79,17 @@ def gcs_bucket(monkeypatch):
         yield storage.Client.create_anonymous_client().bucket("objrec-test")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def toy_version(tmp_path_factory) -> pathlib.Path:
+    """serving_fixtures' toy model (3 classes), exported once per session."""
+    return serving_fixtures.shared_toy_export(tmp_path_factory.mktemp("exports"))
+
+
+@pytest.fixture(scope="session")
+def other_toy_version(tmp_path_factory) -> pathlib.Path:
+    """A second toy model, 6 other classes: a version that answers differently."""
+    return serving_fixtures.shared_toy_export(
+        tmp_path_factory.mktemp("exports"), labels=serving_fixtures.OTHER_LABELS, seed=1
+    )

@@ -24,11 +24,6 @@ from tests.serving_fixtures import LABELS, copy_version, running_server
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(tmp_path_factory.mktemp("exports"))
-
-
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
     base_path = tmp_path_factory.mktemp("served") / "objrec"

@@ -41,18 +41,6 @@ from tests.test_serving_server import predict_request, sample_images, version_st
 TOP_K_OF_VERSION = {1: len(LABELS), 2: contract.top_k_for(len(OTHER_LABELS))}
 
 
-@pytest.fixture(scope="session")
-def toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(tmp_path_factory.mktemp("exports"))
-
-
-@pytest.fixture(scope="session")
-def other_toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(
-        tmp_path_factory.mktemp("exports"), labels=OTHER_LABELS, seed=1
-    )
-
-
 @pytest.fixture(scope="module")
 def base_path(toy_version, other_toy_version, tmp_path_factory) -> pathlib.Path:
     """objrec/1 (3 classes) and objrec/2 (6 classes)."""

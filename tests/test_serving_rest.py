@@ -2,7 +2,6 @@
 
 import base64
 import json
-import pathlib
 import urllib.error
 import urllib.request
 
@@ -15,11 +14,6 @@ from objrec import contract
 from tests import serving_fixtures
 from tests.serving_fixtures import LABELS, copy_version, running_server
 from tests.test_serving_server import outputs_of, predict_request, sample_images
-
-
-@pytest.fixture(scope="session")
-def toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(tmp_path_factory.mktemp("exports"))
 
 
 @pytest.fixture(scope="module")

@@ -41,18 +41,6 @@ from tests.serving_fixtures import LABELS, OTHER_LABELS, copy_version, running_s
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(tmp_path_factory.mktemp("exports"))
-
-
-@pytest.fixture(scope="session")
-def other_toy_version(tmp_path_factory) -> pathlib.Path:
-    return serving_fixtures.shared_toy_export(
-        tmp_path_factory.mktemp("exports"), labels=OTHER_LABELS, seed=1
-    )
-
-
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
     base_path = tmp_path_factory.mktemp("served") / "objrec"
