@@ -82,6 +82,7 @@ BACKUP_DIR = "backup"
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
+FINAL_WEIGHTS = "final"  # JOB_DIR/checkpoints/final: the trained (early-stopping best) weights
 
 # SavedModel signatures.
 DEFAULT_MODEL_NAME = "objrec"

@@ -82,10 +82,13 @@ class ServerCore:
                 raise status.invalid_argument(str(error)) from None
             self._check_new_base_paths(config)
             labels = self._checked_labels(config)
+            # Labels move before any version is unloaded (as ServerCore::ReloadConfig orders
+            # it), so a label never names a version that is already gone; the config in force
+            # changes with them.
             with self._lock:
                 self._labels = labels
+                self._config = config
             self._apply(config)
-            self._config = config
 
     def servable(self, model_spec: model_pb2.ModelSpec) -> SavedModelServable:
         """The loaded version a ModelSpec names: by number, by label, or else the newest.
@@ -101,7 +104,15 @@ class ServerCore:
             manager = self._managers.get(model_spec.name)
         if manager is None:
             raise servable_not_found(model_spec.name, version)
-        return manager.servable(version)
+        try:
+            return manager.servable(version)
+        except status.ServingError:
+            # A reload may have moved the label and unloaded its old version between the two
+            # look-ups: the label's new version answers, as it would have a moment later.
+            moved = self.requested_version(model_spec)
+            if moved == version:
+                raise
+            return manager.servable(moved)
 
     def requested_version(self, model_spec: model_pb2.ModelSpec) -> int | None:
         """The version number a ModelSpec pins, a label resolved; None asks for the newest.

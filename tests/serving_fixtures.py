@@ -152,8 +152,16 @@ def shared_toy_export(
 def copy_version(
     version_dir: pathlib.Path, base_path: pathlib.Path, version: int | str
 ) -> pathlib.Path:
-    """Copies an exported version directory to `base_path/<version>`, as a new export lands."""
-    return pathlib.Path(shutil.copytree(version_dir, pathlib.Path(base_path) / str(version)))
+    """Copies an exported version directory to `base_path/<version>`, as a new export lands.
+
+    The copy is staged beside it and renamed into place, as the export publishes a version:
+    a polling server never sees `saved_model.pb` before the variables are there.
+    """
+    target = pathlib.Path(base_path) / str(version)
+    staging = pathlib.Path(base_path) / f".staging-{version}"
+    shutil.copytree(version_dir, staging)
+    staging.rename(target)
+    return target
 
 
 def free_port() -> int:

@@ -254,13 +254,17 @@ def test_config_file_edits_are_picked_up_without_a_restart(base_path, tmp_path):
         stable = model_pb2.ModelSpec(name="objrec", version_label="stable")
         assert running.core.servable(stable).version == 1
 
-        # Retire version 1 and move the label, as a ConfigMap update would.
-        config_file.write_text(
+        # Retire version 1 and move the label, as a ConfigMap update would: the kubelet
+        # swaps the whole file at once.
+        edited = tmp_path / "models.config.new"
+        edited.write_text(
             model_config_text({"objrec": base_path}, {"objrec": [2]}, {"objrec": {"stable": 2}})
         )
+        edited.replace(config_file)
         wait_for(lambda: version_states(running) == {2: "AVAILABLE", 1: "END"})
-        assert running.core.servable(stable).version == 2
+        # The label moved no later than version 1 was unloaded.
         assert running.core.config.model_config_list.config[0].version_labels == {"stable": 2}
+        assert running.core.servable(stable).version == 2
 
 
 @pytest.mark.parametrize(

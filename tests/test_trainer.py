@@ -15,7 +15,7 @@ from objrec import contract
 from tests import dataset_fixtures
 from tests.conftest import TINY_TRAINING_FLAGS
 from trainer import config as config_lib
-from trainer import distribution, export, image_ops, input_pipeline, train
+from trainer import distribution, export, image_ops, input_pipeline, recipes, train
 from trainer import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ def test_flags_override_config_defaults():
     )
     assert config.batch_size == 64
     assert config.jit_compile is True
-    assert config.input_size == 224
+    assert config.input_size is None  # filled from the dataset by the recipe
     assert config.model_name == contract.DEFAULT_MODEL_NAME
 
 
@@ -65,7 +65,9 @@ def test_precision_policy_choice():
 
 
 def test_phases_and_steps():
-    config = config_lib.TrainConfig(data_dir="d", job_dir="j", head_epochs=0)
+    config = recipes.resolve(
+        config_lib.TrainConfig(data_dir="d", job_dir="j", head_epochs=0), image_size=256
+    )
     assert [p.name for p in train.plan_phases(config)] == ["fine_tune"]
     assert train.steps_per_epoch(10_000, 64) == 156
     assert train.steps_per_epoch(3, 64) == 1
@@ -208,6 +210,8 @@ def test_mirrored_step_equals_one_device_step(tiny_dataset, tmp_path):
         weights="none",
         fine_tune_from="all",
         dropout=0.0,
+        label_smoothing=0.0,
+        weight_decay=0.0,
     )
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
@@ -225,8 +229,8 @@ def test_mirrored_step_equals_one_device_step(tiny_dataset, tmp_path):
             optimizer = train.make_optimizer(phase, 1, config, variables)
         step = train.make_train_step(model, optimizer, variables, strategy, config)
         data = tf.data.Dataset.from_tensors((images, labels))
-        batch = next(iter(strategy.experimental_distribute_dataset(data)))
-        loss, correct, preempted = step(batch, tf.constant(0.0))
+        batches = iter(strategy.experimental_distribute_dataset(data))
+        loss, correct, preempted = step(batches, tf.constant(1), tf.constant(0.0))
         results.append((float(loss), [v.numpy() for v in variables]))
         assert float(preempted) == 0
     (loss_one, weights_one), (loss_two, weights_two) = results

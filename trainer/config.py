@@ -1,4 +1,10 @@
-"""Training configuration: one frozen dataclass; command-line flags override its fields."""
+"""Training configuration: one frozen dataclass; command-line flags override its fields.
+
+A field whose default is None is filled by `trainer.recipes` once the dataset and the backbone
+are known: the pretrained recipe (the seed's two phases) or the from-scratch one, and an input
+size that follows the dataset's stored image size. Every such field is still a flag of its own,
+and an explicit flag always wins.
+"""
 
 import argparse
 import dataclasses
@@ -9,41 +15,94 @@ from collections.abc import Mapping, Sequence
 from objrec import contract
 
 
+def _flag(default, help_text: str, kind=None, choices=None):
+    """A dataclass field whose metadata holds its flag's help, type and choices."""
+    metadata = {"help": help_text, "type": kind, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+CROP_AUGMENTATIONS = ("pad_crop", "resized_crop", "none")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("auto", "off", "float16", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run. The resolved config is written to the job directory."""
 
-    data_dir: str
-    job_dir: str
-    input_size: int = 224
-    batch_size: int = 32  # global: split evenly across replicas
-    head_epochs: int = 5
-    fine_tune_epochs: int = 10
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-5
-    # First backbone layer (a name or a stage prefix such as `conv4_block1`) that fine-tuning
-    # unfreezes, with everything after it; `all` unfreezes the whole backbone.
-    fine_tune_from: str = "conv5_block1"
-    weights: str = "imagenet"  # imagenet | none | PATH to a ResNet50 (no top) weights file
-    dropout: float = 0.2
-    warmup_epochs: float = 1.0
-    rotation_degrees: float = 10.0
-    # Scale augmentation: a random crop keeps this fraction of the image area or more.
-    min_crop_area: float = 0.25
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 3
-    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker
-    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16
-    jit_compile: bool = False
-    shuffle_buffer: int = 2048
-    cache: bool = False
-    class_weights: bool = False  # weigh the loss by inverse class frequency (imbalanced data)
-    checkpoint_every_steps: int = 100
-    backup_dir: str = ""  # preemption backup; default JOB_DIR/backup (Vertex: AIP_CHECKPOINT_DIR)
-    log_dir: str = ""  # TensorBoard; default JOB_DIR/logs (Vertex: AIP_TENSORBOARD_LOG_DIR)
-    max_pixels: int = 50_000_000  # the exported model's limit per image (declared size)
-    seed: int = 42
-    model_name: str = contract.DEFAULT_MODEL_NAME
+    data_dir: str = _flag(None, "Dataset directory written by objrec-preprocess (or gs://).")
+    job_dir: str = _flag(
+        "", "Where checkpoints, eval/, logs/ and export/ go (default: AIP_MODEL_DIR on Vertex AI)."
+    )
+    weights: str = _flag(
+        "imagenet",
+        "Backbone start: imagenet, none (train from scratch), a ResNet50 (no top) "
+        ".weights.h5 file, or a previous objrec job directory.",
+    )
+    input_size: int | None = _flag(
+        None,
+        "Model input in pixels (default: from the dataset's stored size; see recipes).",
+        int,
+    )
+    batch_size: int = _flag(32, "Global batch, split evenly across replicas.", int)
+    head_epochs: int | None = _flag(
+        None, "Epochs of the head alone, backbone frozen (recipe default).", int
+    )
+    fine_tune_epochs: int | None = _flag(
+        None, "Epochs of the backbone from --fine_tune_from on (recipe default).", int
+    )
+    learning_rate: float | None = _flag(None, "Adam's peak rate of the head phase.", float)
+    fine_tune_learning_rate: float | None = _flag(
+        None, "Adam's peak rate of the fine-tuning phase.", float
+    )
+    fine_tune_from: str | None = _flag(
+        None, "First backbone layer (name or stage prefix such as conv4_block1) fine-tuned, or all."
+    )
+    weight_decay: float | None = _flag(
+        None, "Decoupled weight decay of Adam (AdamW), not on BatchNorm or biases.", float
+    )
+    dropout: float = _flag(0.2, "Dropout before the classification layer.", float)
+    warmup_epochs: float = _flag(1.0, "Linear warmup of each phase before cosine decay.", float)
+    crop_augmentation: str | None = _flag(
+        None,
+        "pad_crop (small images: pad 1/8, random crop), resized_crop (photos: random area "
+        "and aspect) or none.",
+        choices=CROP_AUGMENTATIONS,
+    )
+    rotation_degrees: float | None = _flag(None, "Random rotation up to this angle.", float)
+    min_crop_area: float = _flag(
+        0.25, "resized_crop keeps at least this fraction of the image area.", float
+    )
+    random_erasing: float | None = _flag(
+        None, "Probability of erasing a random rectangle of each training image.", float
+    )
+    label_smoothing: float | None = _flag(None, "Label smoothing of the cross-entropy.", float)
+    early_stopping_patience: int | None = _flag(
+        None, "Epochs without a better validation loss before a phase stops; 0 never.", int
+    )
+    strategy: str = _flag("auto", "tf.distribute strategy.", choices=STRATEGIES)
+    mixed_precision: str = _flag(
+        "auto", "auto: float16 on GPUs, float32 on CPU.", choices=PRECISIONS
+    )
+    jit_compile: bool = _flag(False, "XLA-compile the train step.", bool)
+    steps_per_execution: int = _flag(
+        8, "Train steps per call of the compiled loop (fewer host round trips).", int
+    )
+    shuffle_buffer: int = _flag(2048, "Records in the shuffle buffer.", int)
+    cache: bool = _flag(False, "Keep decoded records in memory after the first epoch.", bool)
+    class_weights: bool = _flag(
+        False, "Weigh the loss by inverse class frequency (imbalanced data).", bool
+    )
+    checkpoint_every_steps: int = _flag(100, "Steps between preemption backups.", int)
+    backup_dir: str = _flag(
+        "", "Preemption backup (default JOB_DIR/backup; Vertex: AIP_CHECKPOINT_DIR)."
+    )
+    log_dir: str = _flag("", "TensorBoard (default JOB_DIR/logs; Vertex: AIP_TENSORBOARD_LOG_DIR).")
+    max_pixels: int = _flag(
+        50_000_000, "The exported model's limit of pixels per image (declared size).", int
+    )
+    seed: int = _flag(42, "Seed of shuffling, augmentation and initialisation.", int)
+    model_name: str = _flag(contract.DEFAULT_MODEL_NAME, "Model name of the export.")
 
     @property
     def pretrained(self) -> bool:
@@ -61,7 +120,8 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """true/false, 1/0, yes/no or on/off, as the boolean flags of every objrec command."""
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -69,20 +129,35 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+RECIPE_EPILOG = """\
+recipes (a flag left out takes its recipe's value; an explicit flag wins):
+{recipes}
+The recipe in force is logged and written to JOB_DIR/run.json."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field, defaults taken from the dataclass."""
-    parser = argparse.ArgumentParser(description="Fine-tune ResNet50 on an objrec dataset.")
+    """One flag per TrainConfig field, with its help, type, choices and default."""
+    from trainer import recipes  # the recipes' table is shown by --help
+
+    parser = argparse.ArgumentParser(
+        prog="objrec-train",
+        description="Train ResNet50 on an objrec dataset, evaluate it and export a SavedModel.",
+        epilog=RECIPE_EPILOG.format(recipes=recipes.describe()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for field in dataclasses.fields(TrainConfig):
-        flag = f"--{field.name}"
-        if field.default is dataclasses.MISSING:
-            parser.add_argument(flag, required=True)
-        elif field.type in (bool, "bool"):
-            parser.add_argument(
-                flag, type=_parse_bool, default=field.default, nargs="?", const=True
-            )
-        else:
-            kind = {int: int, float: float, "int": int, "float": float}.get(field.type, str)
-            parser.add_argument(flag, type=kind, default=field.default)
+        flag, meta = f"--{field.name}", field.metadata
+        default = "recipe" if field.default is None else repr(field.default)
+        options = {"help": f"{meta['help']} (default: {default})", "default": field.default}
+        if field.name == "data_dir":
+            options.update(required=True, help=meta["help"])
+        if meta["type"] is bool:
+            options.update(type=parse_bool, nargs="?", const=True, metavar="BOOL")
+        elif meta["type"] is not None:
+            options["type"] = meta["type"]
+        if meta["choices"]:
+            options["choices"] = meta["choices"]
+        parser.add_argument(flag, **options)
     return parser
 
 
@@ -105,10 +180,6 @@ def apply_vertex_environment(values: dict, environ: Mapping[str, str]) -> dict:
 def parse_flags(argv: Sequence[str] | None = None) -> TrainConfig:
     """Builds the config from command-line flags (and Vertex AI's environment)."""
     parser = build_parser()
-    for action in parser._actions:
-        if action.dest == "job_dir":
-            action.required = False
-            action.default = ""
     values = vars(parser.parse_args(argv))
     values = apply_vertex_environment(values, os.environ)
     if not values["job_dir"]:

@@ -107,7 +107,7 @@ def next_version(model_base_path: str) -> int:
 
 def final_weights_path(job_dir: str) -> str:
     """Where training leaves its final (early-stopping best) weights."""
-    return tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, "final")
+    return tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, contract.FINAL_WEIGHTS)
 
 
 def restore_trained_model(config: TrainConfig, num_classes: int) -> keras.Model:

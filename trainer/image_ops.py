@@ -13,6 +13,7 @@ served model become the same input as a stored record after evaluation's center 
 - `stretch`: `image_size` square, aspect ratio ignored.
 """
 
+import dataclasses
 import math
 
 import tensorflow as tf
@@ -87,14 +88,16 @@ def eval_crop(image: tf.Tensor, image_size: int, input_size: int) -> tf.Tensor:
 def random_resized_crop(
     image: tf.Tensor,
     input_size: int,
+    seed: tf.Tensor,
     area_range: tuple[float, float] = (0.25, 1.0),
     aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tf.Tensor:
-    """Training's scale augmentation: a random window of the image (by default 25-100% of
-    its area, aspect ratio 3:4 to 4:3), resized to the model input."""
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
+    """Photos' scale augmentation: a random window of the image (by default 25-100% of its
+    area, aspect ratio 3:4 to 4:3), resized to the model input."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=seed,
         min_object_covered=0.0,
         aspect_ratio_range=aspect_ratio_range,
         area_range=area_range,
@@ -105,11 +108,21 @@ def random_resized_crop(
     return tf.reshape(resize(window, input_size, input_size), [input_size, input_size, 3])
 
 
-def random_rotate(image: tf.Tensor, max_degrees: float) -> tf.Tensor:
+def pad_and_crop(image: tf.Tensor, image_size: int, input_size: int, seed: tf.Tensor):
+    """Small images' augmentation: evaluation's view, zero-padded by 1/8 of its side on every
+    edge, then a random window of the input size (32 px: 4 px of padding, as for CIFAR)."""
+    view = eval_crop(image, image_size, input_size)
+    pad = max(1, input_size // 8)
+    padded = tf.pad(view, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(padded, [input_size, input_size, 3], seed)
+
+
+def random_rotate(image: tf.Tensor, max_degrees: float, seed: tf.Tensor) -> tf.Tensor:
     """Rotates by a uniform random angle in [-max_degrees, max_degrees], reflecting the edges."""
     if max_degrees <= 0:
         return image
-    angle = tf.random.uniform([], -max_degrees, max_degrees) * (math.pi / 180.0)
+    degrees = tf.random.stateless_uniform([], seed, -max_degrees, max_degrees)
+    angle = degrees * (math.pi / 180.0)
     shape = tf.shape(image)
     height = tf.cast(shape[0], tf.float32)
     width = tf.cast(shape[1], tf.float32)
@@ -131,13 +144,70 @@ def random_rotate(image: tf.Tensor, max_degrees: float) -> tf.Tensor:
     return rotated[0]
 
 
-def augment(
-    image: tf.Tensor, input_size: int, rotation_degrees: float, min_crop_area: float = 0.25
+def random_erasing(
+    image: tf.Tensor,
+    probability: float,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.02, 0.25),
+    log_aspect_range: tuple[float, float] = (math.log(0.3), math.log(3.3)),
 ) -> tf.Tensor:
-    """Training's view of a stored image: random scale crop, horizontal flip, rotation."""
-    image = random_resized_crop(image, input_size, area_range=(min_crop_area, 1.0))
-    image = tf.image.random_flip_left_right(image)
-    return random_rotate(image, rotation_degrees)
+    """With `probability`, a random rectangle (2-25% of the area, aspect 0.3-3.3) becomes
+    uniform noise in [0, 255] (Zhong et al., 2017, as timm's RandomErasing)."""
+    if probability <= 0:
+        return image
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    area = tf.random.stateless_uniform([], seeds[0], *area_range) * height * width
+    aspect = tf.exp(tf.random.stateless_uniform([], seeds[1], *log_aspect_range))
+    box_height = tf.clip_by_value(tf.round(tf.sqrt(area * aspect)), 1.0, height)
+    box_width = tf.clip_by_value(tf.round(tf.sqrt(area / aspect)), 1.0, width)
+    top = tf.floor(tf.random.stateless_uniform([], seeds[2]) * (height - box_height + 1))
+    left = tf.floor(tf.random.stateless_uniform([], seeds[3]) * (width - box_width + 1))
+    rows = tf.range(height)[:, tf.newaxis]
+    columns = tf.range(width)[tf.newaxis, :]
+    inside = (
+        (rows >= top) & (rows < top + box_height) & (columns >= left) & (columns < left + box_width)
+    )
+    erase = tf.random.stateless_uniform([], seeds[4]) < probability
+    noise = tf.random.stateless_uniform(shape, seeds[5], 0.0, 255.0)
+    return tf.where((inside & erase)[..., tf.newaxis], noise, tf.cast(image, tf.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training's random view of a stored image; see `augment`."""
+
+    image_size: int  # stored
+    input_size: int  # model input
+    crop: str = "resized_crop"  # pad_crop | resized_crop | none
+    min_crop_area: float = 0.25
+    flip: bool = True
+    rotation_degrees: float = 0.0
+    random_erasing: float = 0.0
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, augmentation: Augmentation) -> tf.Tensor:
+    """A random crop, horizontal flip, rotation and erasing of a stored image, all drawn from
+    `seed` (shape [2]): the same seed gives the same image eagerly and inside tf.data."""
+    crop_seed, flip_seed, rotate_seed, erase_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4)
+    )
+    size = augmentation.input_size
+    if augmentation.crop == "pad_crop":
+        image = pad_and_crop(image, augmentation.image_size, size, crop_seed)
+    elif augmentation.crop == "resized_crop":
+        area_range = (augmentation.min_crop_area, 1.0)
+        image = random_resized_crop(image, size, crop_seed, area_range=area_range)
+    elif augmentation.crop == "none":
+        image = eval_crop(image, augmentation.image_size, size)
+    else:
+        raise ValueError(f"--crop_augmentation {augmentation.crop}: choose pad_crop, "
+                         "resized_crop or none")  # fmt: skip
+    if augmentation.flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image = random_rotate(image, augmentation.rotation_degrees, rotate_seed)
+    return random_erasing(image, augmentation.random_erasing, erase_seed)
 
 
 def decode_stored(encoded: tf.Tensor) -> tf.Tensor:

@@ -134,6 +134,18 @@ def _shard_for_input_pipeline(
     return files, True
 
 
+def augmentation_of(info: DatasetInfo, config: TrainConfig) -> image_ops.Augmentation:
+    """The training augmentation a resolved config asks for."""
+    return image_ops.Augmentation(
+        image_size=info.image_size,
+        input_size=config.input_size,
+        crop=config.crop_augmentation,
+        min_crop_area=config.min_crop_area,
+        rotation_degrees=config.rotation_degrees,
+        random_erasing=config.random_erasing,
+    )
+
+
 def make_train_dataset(
     info: DatasetInfo, config: TrainConfig, context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
@@ -150,14 +162,15 @@ def make_train_dataset(
     if config.cache:
         dataset = dataset.cache()
     dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed).repeat()
+    # One augmentation seed per example; each input pipeline (worker) draws its own.
+    pipeline_id = context.input_pipeline_id if context else 0
+    seeds = tf.data.Dataset.random(seed=config.seed + pipeline_id).batch(2)
+    dataset = tf.data.Dataset.zip(dataset, seeds)
+    augmentation = augmentation_of(info, config)
 
-    def prepare(encoded, label):
-        image = image_ops.augment(
-            image_ops.decode_stored(encoded),
-            config.input_size,
-            config.rotation_degrees,
-            config.min_crop_area,
-        )
+    def prepare(record, seed):
+        encoded, label = record
+        image = image_ops.augment(image_ops.decode_stored(encoded), seed, augmentation)
         return image, tf.one_hot(label, info.num_classes)
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 import objrec
 from objrec import contract
+from trainer import model as model_lib
+from trainer import recipes
 from trainer.config import TrainConfig
 from trainer.input_pipeline import DatasetInfo
 
@@ -40,6 +42,8 @@ def run_record(config: TrainConfig, info: DatasetInfo, strategy_name: str, repli
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "config": dataclasses.asdict(config),
+        "backbone": model_lib.BACKBONE_NAME,
+        "recipe": recipes.recipe_name(config),
         "strategy": strategy_name,
         "replicas": replicas,
         "dataset": {

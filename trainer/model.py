@@ -1,10 +1,13 @@
 """ResNet50 backbone with a new classification head, and which layers each phase trains."""
 
+import json
 import os
 import tempfile
 
 import keras
 import tensorflow as tf
+
+from objrec import contract
 
 BACKBONE_NAME = "resnet50"
 
@@ -28,29 +31,85 @@ class ResNetNormalization(keras.layers.Layer):
 def _local_weights_file(path: str) -> str:
     """Keras loads weights from local files only: copy a gs:// (or any) path to a temp file."""
     if not tf.io.gfile.exists(path):
-        raise WeightsError(f"--weights {path}: no such file; give imagenet, none or a path")
+        raise WeightsError(
+            f"--weights {path}: no such file or job directory; give imagenet, none, a "
+            ".weights.h5 file or a finished objrec job directory"
+        )
+    if tf.io.gfile.isdir(path):
+        raise WeightsError(
+            f"--weights {path}: a directory without {contract.RUN_FILE}, so not an objrec job "
+            "directory; give the job's own directory (the --job_dir it trained with)"
+        )
     local = os.path.join(tempfile.mkdtemp(prefix="objrec-weights-"), os.path.basename(path))
     tf.io.gfile.copy(path, local, overwrite=True)
     return local
 
 
+def is_job_dir(path: str) -> bool:
+    """Whether `path` is an objrec job directory (it has a run.json) rather than a file."""
+    return tf.io.gfile.isdir(path) and tf.io.gfile.exists(tf.io.gfile.join(path, contract.RUN_FILE))
+
+
+def _job_record(job_dir: str) -> dict:
+    with tf.io.gfile.GFile(tf.io.gfile.join(job_dir, contract.RUN_FILE)) as file:
+        return json.load(file)
+
+
+def load_job_backbone(backbone: keras.Model, job_dir: str) -> None:
+    """Copies the trained backbone of a finished objrec job into `backbone`.
+
+    Raises:
+        WeightsError: the job has no final weights, or another backbone or input channels.
+    """
+    final = tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, contract.FINAL_WEIGHTS)
+    if not tf.io.gfile.exists(final + ".index"):
+        raise WeightsError(
+            f"--weights {job_dir}: that job has no final weights ({final}); let it finish "
+            "(rerun its objrec-train command to resume it) or give another job"
+        )
+    record = _job_record(job_dir)
+    found = record.get("backbone", BACKBONE_NAME)
+    if found != BACKBONE_NAME:
+        raise WeightsError(
+            f"--weights {job_dir}: that job trained a {found} backbone, this one is "
+            f"{BACKBONE_NAME}; give a {BACKBONE_NAME} job, a weights file, imagenet or none"
+        )
+    job_model = build_model(
+        len(record["dataset"]["labels"]), record["config"]["input_size"], "none"
+    )
+    try:
+        tf.train.Checkpoint(model=job_model).read(final).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise WeightsError(
+            f"--weights {job_dir}: its final weights do not fit a {BACKBONE_NAME} over RGB "
+            f"images ({first_line}); give a job trained by objrec-train"
+        ) from None
+    backbone.set_weights(backbone_of(job_model).get_weights())
+
+
 def build_backbone(input_size: int, weights: str) -> keras.Model:
-    """ResNet50 without its top; `weights` is imagenet, none or a `.weights.h5` path."""
+    """ResNet50 without its top; `weights` is imagenet, none, a `.weights.h5` path or a job
+    directory whose trained backbone is the starting point."""
     keyword = weights.lower()
     backbone = keras.applications.ResNet50(
         include_top=False,
         weights="imagenet" if keyword == "imagenet" else None,
         input_shape=(input_size, input_size, 3),
     )
-    if keyword not in ("imagenet", "none"):
-        try:
-            backbone.load_weights(_local_weights_file(weights))
-        except (ValueError, KeyError) as error:
-            raise WeightsError(
-                f"--weights {weights}: not weights of a ResNet50 without its top ({error}); "
-                "save them with `backbone.save_weights(...)` of keras.applications.ResNet50"
-                "(include_top=False)"
-            ) from error
+    if keyword in ("imagenet", "none"):
+        return backbone
+    if is_job_dir(weights):
+        load_job_backbone(backbone, weights)
+        return backbone
+    try:
+        backbone.load_weights(_local_weights_file(weights))
+    except (ValueError, KeyError) as error:
+        raise WeightsError(
+            f"--weights {weights}: not weights of a ResNet50 without its top ({error}); "
+            "save them with `backbone.save_weights(...)` of keras.applications.ResNet50"
+            "(include_top=False)"
+        ) from error
     return backbone
 
 

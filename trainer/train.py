@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from objrec import contract
-from trainer import distribution, input_pipeline, lineage, plots
+from trainer import distribution, input_pipeline, lineage, plots, recipes
 from trainer import evaluate as evaluate_lib
 from trainer import export as export_lib
 from trainer import model as model_lib
@@ -78,8 +78,13 @@ def resolve_precision_policy(requested: str, num_gpus: int) -> str:
 def make_optimizer(phase: Phase, steps: int, config: TrainConfig, variables: list):
     """Adam for one phase, built on that phase's variables (so a checkpoint restores slots)."""
     optimizer = keras.optimizers.Adam(
-        learning_rate_schedule(phase, steps, config.warmup_epochs), name=f"{phase.name}_adam"
+        learning_rate_schedule(phase, steps, config.warmup_epochs),
+        weight_decay=config.weight_decay or None,
+        name=f"{phase.name}_adam",
     )
+    if config.weight_decay:
+        # AdamW's practice: BatchNorm scales and shifts and biases are not decayed.
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     if keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{phase.name}_scale")
     optimizer.build(variables)
@@ -171,12 +176,16 @@ class Backup:
 
 
 def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, class_weights=None):
-    """One distributed step; returns (mean loss, correct count, any worker preempted).
+    """Runs `num_steps` distributed steps in one call; returns (loss sum, correct count, any
+    worker preempted).
 
-    `class_weights` (one per class) scales each example's loss by its true class's weight.
+    Several steps per call (Keras's `steps_per_execution`) keep the host out of the loop: the
+    sums stay on the device and the preemption flag is all-reduced once per call, so every
+    worker stops after the same step. `class_weights` (one per class) scales each example's
+    loss by its true class's weight.
     """
 
-    def replica_step(images, labels, preempted):
+    def replica_step(images, labels):
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
@@ -193,23 +202,32 @@ def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, 
         correct = tf.reduce_sum(
             tf.cast(tf.argmax(probabilities, -1) == tf.argmax(labels, -1), tf.float32)
         )
-        context = tf.distribute.get_replica_context()
+        return loss, correct
+
+    def replica_any(preempted):
         # Summed over every replica of every worker: > 0 when any worker got SIGTERM.
-        any_preempted = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(preempted))
-        return loss, correct, any_preempted
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(preempted))
+
+    sum_ = tf.distribute.ReduceOp.SUM
 
     @tf.function(jit_compile=config.jit_compile)
-    def step(batch, preempted):
-        images, labels = batch
-        loss, correct, any_preempted = strategy.run(replica_step, (images, labels, preempted))
-        sum_ = tf.distribute.ReduceOp.SUM
-        return (
-            strategy.reduce(sum_, loss, axis=None),
-            strategy.reduce(sum_, correct, axis=None),
-            strategy.reduce(sum_, any_preempted, axis=None),
-        )
+    def one_step(batch):
+        loss, correct = strategy.run(replica_step, batch)
+        return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
 
-    return step
+    @tf.function
+    def steps(iterator, num_steps, preempted):
+        loss_sum = tf.constant(0.0)
+        correct = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            loss, step_correct = one_step(next(iterator))
+            loss_sum += loss
+            correct += step_correct
+        any_preempted = strategy.reduce(sum_, strategy.run(replica_any, (preempted,)), axis=None)
+        return loss_sum, correct, any_preempted
+
+    return steps
 
 
 def make_eval_step(model, strategy):
@@ -318,25 +336,30 @@ def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], step
 def run_steps(train_step, train_data, state: TrainState, steps: int, watch, backup, config):
     """The rest of the current epoch's steps; returns (loss sum, correct count, steps run).
 
-    Saves every `checkpoint_every_steps`; when any worker got SIGTERM, saves and exits.
+    Runs `steps_per_execution` steps a call, never past a backup step or the epoch's end;
+    saves every `checkpoint_every_steps`; when any worker got SIGTERM, saves and exits.
     """
     loss_sum = correct = 0.0
     done_before = int(state.step.numpy())
-    for _ in range(done_before, steps):
-        loss, step_correct, preempted = train_step(
-            next(train_data), tf.constant(float(watch.received))
+    done = done_before
+    while done < steps:
+        global_step = int(state.global_step.numpy())
+        to_backup = config.checkpoint_every_steps - global_step % config.checkpoint_every_steps
+        count = min(config.steps_per_execution, steps - done, to_backup)
+        loss, call_correct, preempted = train_step(
+            train_data, tf.constant(count), tf.constant(float(watch.received))
         )
         loss_sum += float(loss)
-        correct += float(step_correct)
-        state.step.assign_add(1)
-        state.global_step.assign_add(1)
-        global_step = int(state.global_step.numpy())
+        correct += float(call_correct)
+        done += count
+        state.step.assign(done)
+        state.global_step.assign(global_step + count)
         if float(preempted) > 0:
-            backup.save(global_step)
+            backup.save(global_step + count)
             logging.warning("preemption checkpoint saved; exiting to be restarted")
             sys.exit(EXIT_PREEMPTED)
-        if global_step % config.checkpoint_every_steps == 0:
-            backup.save(global_step)
+        if count == to_backup:
+            backup.save(global_step + count)
     return loss_sum, correct, steps - done_before
 
 
@@ -451,7 +474,7 @@ def save_final_weights(model: keras.Model, job_dir: str, strategy) -> str:
     """Saves the trained weights to JOB_DIR/checkpoints (every worker takes part)."""
     directory = tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR)
     write_dir = distribution.worker_write_dir(directory, strategy)
-    tf.train.Checkpoint(model=model).write(tf.io.gfile.join(write_dir, "final"))
+    tf.train.Checkpoint(model=model).write(tf.io.gfile.join(write_dir, contract.FINAL_WEIGHTS))
     if write_dir != directory:
         tf.io.gfile.rmtree(write_dir)
     return directory
@@ -560,6 +583,7 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     )
     strategy = distribution.create_strategy(config.strategy)
     info = input_pipeline.load_dataset_info(config.data_dir)
+    config = recipes.resolve(config, info.image_size)
     check_setup(config, info, strategy.num_replicas_in_sync)
     check_job_dir_writable(config.job_dir)
     chief = distribution.is_chief(strategy)

@@ -1,0 +1,104 @@
+"""The training recipes: which settings suit a pretrained backbone and which one from scratch.
+
+A pretrained backbone (ImageNet, a weights file, a previous job) keeps the seed's transfer
+recipe: the head alone over the frozen backbone, then fine-tuning of the last stage at a low
+rate, BatchNorm in inference mode throughout. A backbone from scratch has nothing to protect:
+the whole network trains from the first step at Adam's usual rate, longer, with the
+regularisation a network of 23 M weights needs on a few thousand images (weight decay, label
+smoothing, random erasing) and an early-stopping patience that lets the cosine schedule finish.
+
+Fields left None in the TrainConfig take the recipe's value; explicit flags win. The input size
+follows the dataset: stored images above 64 pixels get evaluation's 7/8 centre crop (256 -> 224,
+as ImageNet models are evaluated); smaller ones (Fashion-MNIST, CIFAR) are used whole, with
+pad-and-crop augmentation, since a crop of a 32-pixel image throws away what little it shows.
+"""
+
+import dataclasses
+import logging
+
+from trainer.config import TrainConfig
+
+PRETRAINED = "pretrained"
+FROM_SCRATCH = "from_scratch"
+
+RECIPES = {
+    PRETRAINED: {
+        "head_epochs": 5,
+        "fine_tune_epochs": 10,
+        "learning_rate": 1e-3,
+        "fine_tune_learning_rate": 1e-5,
+        "fine_tune_from": "conv5_block1",
+        "weight_decay": 0.0,
+        "rotation_degrees": 10.0,
+        "random_erasing": 0.0,
+        "label_smoothing": 0.0,
+        "early_stopping_patience": 3,
+    },
+    FROM_SCRATCH: {
+        "head_epochs": 0,
+        "fine_tune_epochs": 30,
+        "learning_rate": 2e-3,
+        "fine_tune_learning_rate": 2e-3,
+        "fine_tune_from": "all",
+        "weight_decay": 0.05,
+        "rotation_degrees": 0.0,
+        "random_erasing": 0.25,
+        "label_smoothing": 0.1,
+        "early_stopping_patience": 10,
+    },
+}
+
+# Stored images up to this side are small: used whole, augmented by pad-and-crop.
+SMALL_IMAGE_SIZE = 64
+# Evaluation's centre crop of larger images: 224 of 256 pixels.
+EVAL_CROP_RATIO = 7 / 8
+
+
+def recipe_name(config: TrainConfig) -> str:
+    return PRETRAINED if config.pretrained else FROM_SCRATCH
+
+
+def default_input_size(image_size: int) -> int:
+    """The model input for a dataset stored at `image_size`: 32 -> 32, 256 -> 224."""
+    if image_size <= SMALL_IMAGE_SIZE:
+        return image_size
+    return round(image_size * EVAL_CROP_RATIO)
+
+
+def default_crop_augmentation(input_size: int) -> str:
+    return "pad_crop" if input_size <= SMALL_IMAGE_SIZE else "resized_crop"
+
+
+def resolve(config: TrainConfig, image_size: int) -> TrainConfig:
+    """The config with every recipe field (None) filled for this backbone and dataset."""
+    name = recipe_name(config)
+    filled = {
+        key: value for key, value in RECIPES[name].items() if getattr(config, key) is None
+    }
+    input_size = config.input_size or default_input_size(image_size)
+    filled["input_size"] = input_size
+    if config.crop_augmentation is None:
+        filled["crop_augmentation"] = default_crop_augmentation(input_size)
+    resolved = dataclasses.replace(config, **filled)
+    logging.info(
+        "recipe %s (from its defaults: %s)",
+        name,
+        ", ".join(f"{key}={getattr(resolved, key)}" for key in sorted(filled)) or "none",
+    )
+    return resolved
+
+
+def describe() -> str:
+    """The recipes as --help shows them."""
+    lines = []
+    for name, values in RECIPES.items():
+        settings = " ".join(f"--{key} {value}" for key, value in values.items())
+        lines.append(f"  {name}: {settings}")
+    lines.insert(1, "    (--weights imagenet, a weights file or a job directory)")
+    lines.append("    (--weights none)")
+    lines.append(
+        f"  both: --input_size = the stored image size up to {SMALL_IMAGE_SIZE} px, else 7/8 "
+        "of it (256 -> 224); --crop_augmentation pad_crop up to "
+        f"{SMALL_IMAGE_SIZE} px input, else resized_crop"
+    )
+    return "\n".join(lines)
