@@ -1,24 +1,31 @@
-"""Trainer throughput on this machine's CPU: the input pipeline alone versus training.
+"""Trainer throughput on this machine's CPU: the input pipeline, objrec's loop, a bare Keras fit.
 
-    python benchmarks/trainer_benchmark.py [--per_class 100] [--sizes 32 64]
+    python benchmarks/trainer_benchmark.py [--per_class 540] [--sizes 32 64] [--steps 60]
 
 Uses real images (Fashion-MNIST sample folders through the real Beam job), then for each model
-input size prints images/s of (a) the tf.data training pipeline alone (read, decode, augment,
-batch: no model) and (b) training steps of ResNet50 (the real train step, pipeline included),
-and their ratio. The input pipeline must never be the bottleneck: ratio >= 3.
+input size prints images/s of
+  (a) the tf.data training pipeline alone (read, decode, augment, batch: no model);
+  (b) objrec's training loop (the real multi-step train function, pipeline included), at
+      `--steps_per_execution` 1 and at the default;
+  (c) a bare Keras `model.fit` of the same ResNet50 (Adam, categorical cross-entropy) on the
+      same pipeline, Keras's default `steps_per_execution` of 1;
+and the ratios pipeline / objrec (the pipeline must never be the bottleneck: >= 3) and
+objrec / Keras (target >= 1.0). All in one run, side by side, since the machine is noisy.
 """
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from preprocessing import pipeline, sample_data  # noqa: E402
-from trainer import input_pipeline, train  # noqa: E402
+from trainer import input_pipeline, recipes, train  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
@@ -42,55 +49,82 @@ def input_images_per_second(info, config: TrainConfig, batches: int) -> float:
     return batches * config.batch_size / (time.perf_counter() - start)
 
 
-def training_images_per_second(info, config: TrainConfig, steps: int) -> float:
-    """The real train step (ResNet50, one device), fed by the real pipeline."""
+def objrec_images_per_second(info, config: TrainConfig, steps: int) -> float:
+    """objrec's train function (ResNet50, one device), fed by the real pipeline."""
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         model = model_lib.build_model(info.num_classes, config.input_size, "none")
         variables = model_lib.set_phase_trainable(model, "fine_tune", "all")
         phase = train.Phase("fine_tune", 1, 1e-3)
         optimizer = train.make_optimizer(phase, steps, config, variables)
-    step = train.make_train_step(model, optimizer, variables, strategy, config)
+    train_function = train.make_train_step(model, optimizer, variables, strategy, config)
     data = iter(
         strategy.distribute_datasets_from_function(
             lambda context: input_pipeline.make_train_dataset(info, config, context)
         )
     )
+    per_call = tf.constant(config.steps_per_execution)
     not_preempted = tf.constant(0.0)
-    for _ in range(3):  # warm-up: tracing
-        step(next(data), not_preempted)
+    float(train_function(data, per_call, not_preempted)[0])  # warm-up: tracing
+    calls = max(1, steps // config.steps_per_execution)
     start = time.perf_counter()
-    for _ in range(steps):
-        loss, _, _ = step(next(data), not_preempted)
-    float(loss)  # wait for the last step
-    return steps * config.batch_size / (time.perf_counter() - start)
+    for _ in range(calls):
+        loss, _, _ = train_function(data, per_call, not_preempted)
+    float(loss)  # wait for the last call
+    return calls * config.steps_per_execution * config.batch_size / (time.perf_counter() - start)
+
+
+class _Timer(keras.callbacks.Callback):
+    """Times the batches after the first (tracing)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def keras_images_per_second(info, config: TrainConfig, steps: int) -> float:
+    """A bare `model.fit` of keras.applications.ResNet50 on the same pipeline."""
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=(config.input_size, config.input_size, 3),
+        classes=info.num_classes,
+    )  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    timer = _Timer()
+    data = input_pipeline.make_train_dataset(info, config)
+    model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer])
+    return steps * config.batch_size / (timer.end - timer.start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per_class", type=int, default=100)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--per_class", type=int, default=540)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=64)
     args = parser.parse_args()
     work_dir = tempfile.mkdtemp(prefix="objrec-bench-")
-    print(f"{'input':>6} {'pipeline img/s':>15} {'training img/s':>15} {'ratio':>7}")
+    print(
+        f"{'input':>6} {'pipeline':>9} {'objrec x1':>10} {'objrec':>8} {'keras fit':>10} "
+        f"{'pipe/objrec':>12} {'objrec/keras':>13}   (images/s)"
+    )
     for size in args.sizes:
-        # Stored 8/7 of the input, as the default 256 -> 224 does.
-        data_dir = make_dataset(work_dir, args.per_class, image_size=round(size * 8 / 7))
+        data_dir = make_dataset(work_dir, args.per_class, image_size=size)
         info = input_pipeline.load_dataset_info(data_dir)
-        config = TrainConfig(
-            data_dir=data_dir,
-            job_dir=work_dir,
-            input_size=size,
-            batch_size=args.batch_size,
-            weights="none",
-        )
-        pipeline_rate = input_images_per_second(info, config, batches=args.steps * 10)
-        training_rate = training_images_per_second(info, config, steps=args.steps)
+        config = recipes.resolve(
+            TrainConfig(data_dir=data_dir, job_dir=work_dir, batch_size=args.batch_size,
+                        weights="none"),
+            info.image_size,
+        )  # fmt: skip
+        pipeline_rate = input_images_per_second(info, config, batches=args.steps * 4)
+        one_per_call = dataclasses.replace(config, steps_per_execution=1)
+        objrec_single = objrec_images_per_second(info, one_per_call, args.steps)
+        objrec_rate = objrec_images_per_second(info, config, args.steps)
+        keras_rate = keras_images_per_second(info, config, args.steps)
         print(
-            f"{size:>6} {pipeline_rate:>15.0f} {training_rate:>15.1f} "
-            f"{pipeline_rate / training_rate:>7.1f}",
+            f"{size:>6} {pipeline_rate:>9.0f} {objrec_single:>10.1f} {objrec_rate:>8.1f} "
+            f"{keras_rate:>10.1f} {pipeline_rate / objrec_rate:>12.1f} "
+            f"{objrec_rate / keras_rate:>13.2f}",
             flush=True,
         )
 

@@ -520,18 +520,27 @@ def test_command_line_server_serves_then_stops_gracefully_on_sigterm(toy_version
 
 def test_stop_lets_running_requests_finish_and_refuses_new_ones(toy_version, tmp_path, monkeypatch):
     copy_version(toy_version, tmp_path, 1)
-    running = threading.Event()
+    running, stop_begun, server_started = threading.Event(), threading.Event(), threading.Event()
     predict = SavedModelServable.predict
 
     def slow_predict(self, request):
-        running.set()
-        time.sleep(1.0)  # still running when the stop begins
+        if server_started.is_set():  # not warmup's requests
+            running.set()
+            assert stop_begun.wait(30)  # still running when the stop begins
         return predict(self, request)
 
     monkeypatch.setattr(SavedModelServable, "predict", slow_predict)
     config = ServerConfig(str(tmp_path), port=0, host="127.0.0.1", grace_period_seconds=10)
     server = ModelServer(config)
+    enter_graceful_shutdown = server._health.enter_graceful_shutdown
+
+    def begin_stop():
+        enter_graceful_shutdown()
+        stop_begun.set()
+
+    monkeypatch.setattr(server._health, "enter_graceful_shutdown", begin_stop)
     address = f"127.0.0.1:{server.start()}"
+    server_started.set()
     with grpc.insecure_channel(address) as own_channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(own_channel)
         in_flight = stub.Predict.future(predict_request(sample_images()), timeout=30)

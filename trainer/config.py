@@ -32,7 +32,7 @@ class TrainConfig:
 
     data_dir: str = _flag(None, "Dataset directory written by objrec-preprocess (or gs://).")
     job_dir: str = _flag(
-        "", "Where checkpoints, eval/, logs/ and export/ go (default: AIP_MODEL_DIR on Vertex AI)."
+        "", "Where checkpoints, eval/, logs/ and export/ go (on Vertex AI: AIP_MODEL_DIR)."
     )
     weights: str = _flag(
         "imagenet",
@@ -41,15 +41,15 @@ class TrainConfig:
     )
     input_size: int | None = _flag(
         None,
-        "Model input in pixels (default: from the dataset's stored size; see recipes).",
+        "Model input in pixels: from the dataset's stored size, see recipes below.",
         int,
     )
     batch_size: int = _flag(32, "Global batch, split evenly across replicas.", int)
     head_epochs: int | None = _flag(
-        None, "Epochs of the head alone, backbone frozen (recipe default).", int
+        None, "Epochs of the head alone, backbone frozen.", int
     )
     fine_tune_epochs: int | None = _flag(
-        None, "Epochs of the backbone from --fine_tune_from on (recipe default).", int
+        None, "Epochs of the backbone from --fine_tune_from on.", int
     )
     learning_rate: float | None = _flag(None, "Adam's peak rate of the head phase.", float)
     fine_tune_learning_rate: float | None = _flag(
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(TrainConfig):
         flag, meta = f"--{field.name}", field.metadata
         default = "recipe" if field.default is None else repr(field.default)
-        options = {"help": f"{meta['help']} (default: {default})", "default": field.default}
+        suffix = "" if field.default == "" else f" (default: {default})"
+        options = {"help": meta["help"] + suffix, "default": field.default}
         if field.name == "data_dir":
             options.update(required=True, help=meta["help"])
         if meta["type"] is bool:

@@ -55,11 +55,11 @@ def _job_record(job_dir: str) -> dict:
         return json.load(file)
 
 
-def load_job_backbone(backbone: keras.Model, job_dir: str) -> None:
-    """Copies the trained backbone of a finished objrec job into `backbone`.
+def check_job_weights(job_dir: str) -> tuple[str, dict]:
+    """The final weights and run.json of a finished job whose backbone this one can take.
 
     Raises:
-        WeightsError: the job has no final weights, or another backbone or input channels.
+        WeightsError: the job has no final weights, or trained another backbone.
     """
     final = tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR, contract.FINAL_WEIGHTS)
     if not tf.io.gfile.exists(final + ".index"):
@@ -74,6 +74,26 @@ def load_job_backbone(backbone: keras.Model, job_dir: str) -> None:
             f"--weights {job_dir}: that job trained a {found} backbone, this one is "
             f"{BACKBONE_NAME}; give a {BACKBONE_NAME} job, a weights file, imagenet or none"
         )
+    return final, record
+
+
+def check_weights(weights: str) -> None:
+    """Refuses a `--weights` value that cannot be loaded, before anything is built."""
+    if weights.lower() in ("imagenet", "none"):
+        return
+    if is_job_dir(weights):
+        check_job_weights(weights)
+    elif not tf.io.gfile.exists(weights) or tf.io.gfile.isdir(weights):
+        _local_weights_file(weights)  # raises the error that fits
+
+
+def load_job_backbone(backbone: keras.Model, job_dir: str) -> None:
+    """Copies the trained backbone of a finished objrec job into `backbone`.
+
+    Raises:
+        WeightsError: the job has no final weights, or another backbone or input channels.
+    """
+    final, record = check_job_weights(job_dir)
     job_model = build_model(
         len(record["dataset"]["labels"]), record["config"]["input_size"], "none"
     )

@@ -495,6 +495,7 @@ def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas:
         )
     if not plan_phases(config):
         raise ValueError("--head_epochs and --fine_tune_epochs are both 0: nothing to train")
+    model_lib.check_weights(config.weights)
 
 
 def check_job_dir_writable(job_dir: str):
