@@ -196,16 +196,16 @@ def transfer(work: str, args) -> None:
     sample_data.write_sample_folder(test_all, args.test_per_class, source="test")
     test_dir = class_subset(test_all, os.path.join(work, "transfer-test-5-9"), range(5, 10))
     split = ["--split", "train=0.8,validation=0.2"]
-    rows = [("pretraining: classes 0-4, --weights none (served, 0-4)", *objrec_job(
-        source, work, "pretrain", ["--weights", "none", *args.train_flags],
-        class_subset(test_all, os.path.join(work, "transfer-test-0-4"), range(0, 5)), []))]
+    source_test = class_subset(test_all, os.path.join(work, "transfer-test-0-4"), range(0, 5))
+    pretraining = objrec_job(source, work, "pretrain", ["--weights", "none", *args.train_flags],
+                             source_test, [])  # fmt: skip
+    rows = [("pretraining: classes 0-4, --weights none (scored on 0-4)", *pretraining)]
     pretrain_job = os.path.join(work, "pretrain-job")
-    for name, weights in (("from scratch: --weights none", "none"),
-                          ("transfer: --weights <pretraining job>", pretrain_job)):
+    for name, weights in (("scratch", "none"), ("transfer", pretrain_job)):
         flags = ["--weights", weights, *args.train_flags]
-        rows.append((f"classes 5-9, {name}", *objrec_job(
-            target, work, f"target-{weights == 'none'}", flags, test_dir, split)))
-    # fmt: skip
+        accuracy, seconds = objrec_job(target, work, f"target-{name}", flags, test_dir, split)
+        shown = "--weights none" if name == "scratch" else "--weights <pretraining job>"
+        rows.append((f"classes 5-9, {shown}", accuracy, seconds))
     print_table(f"transfer: classes 5-9 with ~{round(args.target_per_class * 0.8)} train images "
                 f"per class, {args.test_per_class * 5} official test images", rows)  # fmt: skip
 

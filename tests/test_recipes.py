@@ -43,8 +43,10 @@ def test_a_pretrained_backbone_gets_the_two_phases(tmp_path):
 
 
 def test_explicit_flags_override_the_recipe():
-    config = resolved("--weights", "none", "--fine_tune_epochs", "3", "--label_smoothing", "0",
-                      "--crop_augmentation", "resized_crop", "--early_stopping_patience", "0")  # fmt: skip
+    config = resolved(
+        *("--weights", "none", "--fine_tune_epochs", "3", "--label_smoothing", "0"),
+        *("--crop_augmentation", "resized_crop", "--early_stopping_patience", "0"),
+    )
     assert config.fine_tune_epochs == 3
     assert config.label_smoothing == 0.0
     assert config.crop_augmentation == "resized_crop"

@@ -45,9 +45,7 @@ class TrainConfig:
         int,
     )
     batch_size: int = _flag(32, "Global batch, split evenly across replicas.", int)
-    head_epochs: int | None = _flag(
-        None, "Epochs of the head alone, backbone frozen.", int
-    )
+    head_epochs: int | None = _flag(None, "Epochs of the head alone, backbone frozen.", int)
     fine_tune_epochs: int | None = _flag(
         None, "Epochs of the backbone from --fine_tune_from on.", int
     )

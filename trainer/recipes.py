@@ -72,9 +72,7 @@ def default_crop_augmentation(input_size: int) -> str:
 def resolve(config: TrainConfig, image_size: int) -> TrainConfig:
     """The config with every recipe field (None) filled for this backbone and dataset."""
     name = recipe_name(config)
-    filled = {
-        key: value for key, value in RECIPES[name].items() if getattr(config, key) is None
-    }
+    filled = {key: value for key, value in RECIPES[name].items() if getattr(config, key) is None}
     input_size = config.input_size or default_input_size(image_size)
     filled["input_size"] = input_size
     if config.crop_augmentation is None:
