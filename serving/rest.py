@@ -46,6 +46,10 @@ MODEL_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION_OR_LABEL}(/metadata
 BYTES_SUFFIX = "_bytes"
 B64_KEY = "b64"
 DISCARD_CHUNK_BYTES = 1024 * 1024
+# Seconds a client may leave the connection silent while its request is due.
+BODY_TIMEOUT_SECONDS = 30.0
+# Largest version number a ModelSpec holds (an int64).
+MAX_VERSION = 2**63 - 1
 
 Json = Any
 
@@ -100,12 +104,18 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
 
     rest_server: RestApiServer
     protocol_version = "HTTP/1.1"
+    timeout = BODY_TIMEOUT_SECONDS  # socket timeout of every read (StreamRequestHandler)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._answer(b"")
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        if not declared.isdigit():
+            self.close_connection = True
+            self._write(400, {"error": f"Content-Length {declared!r} is not a number of bytes"})
+            return
+        length = int(declared)
         limit = self.rest_server.max_body_bytes
         if length > limit:
             # Same limit as gRPC's max message size. The body is read and dropped, chunk by
@@ -120,7 +130,19 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
                 },
             )
             return
-        self._answer(self.rfile.read(length))
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            # A client that stops sending mid-body (a Content-Length larger than its body)
+            # would hold this thread forever: the socket's timeout ends the wait.
+            self.close_connection = True
+            self._write(408, {"error": f"request body not received within {self.timeout:g} s "
+                                       f"({length} bytes declared)"})  # fmt: skip
+            return
+        if len(body) < length:  # the client closed its side early
+            self.close_connection = True
+            return
+        self._answer(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         logging.debug("REST %s", format % args)
@@ -171,6 +193,8 @@ def model_spec(name: str, version: str | None, label: str | None = None) -> mode
     """The ModelSpec a REST path names: `/versions/<number>` or `/labels/<label>`, or neither."""
     spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
     if version is not None:
+        if int(version) > MAX_VERSION:
+            raise status.invalid_argument(f"version {version} is over the largest, {MAX_VERSION}")
         spec.version.value = int(version)
     if label is not None:
         spec.version_label = urllib.parse.unquote(label)
@@ -183,6 +207,8 @@ def parse_json(body: bytes) -> Mapping[str, Json]:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise status.invalid_argument(f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise status.invalid_argument("JSON Parse error: nested too deeply") from None
     if not isinstance(document, dict):
         raise status.invalid_argument("JSON Value: request body is not an object")
     return document
@@ -306,7 +332,7 @@ def to_array(alias: str, value: Json, dtype: int) -> np.ndarray:
         if dtype == types_pb2.DT_STRING:
             return np.array(decode_strings(value), dtype=object)
         return np.array(value, dtype=tf.dtypes.as_dtype(dtype).as_numpy_dtype)
-    except (ValueError, TypeError, binascii.Error) as error:
+    except (ValueError, TypeError, binascii.Error, RecursionError) as error:
         expected = tensors.dtype_name(dtype)
         raise status.invalid_argument(
             f"input '{alias}': cannot make a {expected} tensor from the JSON value ({error})"

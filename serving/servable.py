@@ -9,6 +9,7 @@ Error codes and messages follow TF Serving's `predict_util.cc` and `saved_model/
 """
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -22,6 +23,9 @@ from objrec import contract
 from serving import status, tensors
 
 SERVE_TAG = "serve"
+# Examples one request may hold. TF Serving bounds a request by its batching's max_batch_size
+# (or splits it); objrec's server always bounds it, before any work.
+MAX_BATCH_SIZE = 1024
 # Method names TF Serving accepts for Predict (predict_util.cc, VerifySignature).
 PREDICT_METHOD_NAMES = (
     "tensorflow/serving/predict",
@@ -167,7 +171,9 @@ def parse_input(
             f"got {tensors.dtype_name(proto.dtype)}: send a {tensors.dtype_name(info.dtype)} tensor"
         )
     expected_shape = signature_shape(info)
-    check_shape(where, tensors.shape_of(proto), expected_shape)
+    shape = tensors.shape_of(proto)
+    check_shape(where, shape, expected_shape)
+    check_size(where, proto, shape)
     try:
         return tensors.to_ndarray(proto)
     except (TypeError, ValueError) as error:
@@ -183,6 +189,10 @@ def signature_shape(info: TensorInfo) -> tuple[int, ...] | None:
 
 def check_shape(where: str, shape: Sequence[int], expected: Sequence[int] | None) -> None:
     """Rank and fixed sizes must match; a batch-major input needs at least one example."""
+    if any(size < 0 for size in shape):
+        raise status.invalid_argument(
+            f"{where} has a negative dimension in shape {list(shape)}: every size must be >= 0"
+        )
     if expected is None:
         return
     expected_text = "[" + ", ".join("None" if size < 0 else str(size) for size in expected) + "]"
@@ -197,6 +207,24 @@ def check_shape(where: str, shape: Sequence[int], expected: Sequence[int] | None
     if expected and expected[0] < 0 and shape[0] == 0:
         raise status.invalid_argument(
             f"{where} has an empty batch (shape {list(shape)}): send at least one example"
+        )
+
+
+def check_size(where: str, proto: tensor_pb2.TensorProto, shape: Sequence[int]) -> None:
+    """The bounds checked before any work: a batch of at most MAX_BATCH_SIZE examples, and
+    exactly the values the shape declares (TensorFlow would fill the rest, so a proto of a
+    few bytes could make a tensor of gigabytes)."""
+    if shape and shape[0] > MAX_BATCH_SIZE:
+        raise status.invalid_argument(
+            f"{where} has a batch of {shape[0]}, over the server's maximum of {MAX_BATCH_SIZE}: "
+            "split it into several requests"
+        )
+    declared = math.prod(shape)
+    held = tensors.value_count(proto)
+    if held != declared:
+        raise status.invalid_argument(
+            f"{where} declares shape {list(shape)} ({declared} values) but holds "
+            f"{'no readable' if held is None else held}: send every value of the tensor"
         )
 
 

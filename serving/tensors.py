@@ -65,7 +65,41 @@ def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
 
 def dtype_name(dtype: int) -> str:
     """`DT_STRING` for types_pb2.DT_STRING: the spelling TF Serving's messages use."""
-    return types_pb2.DataType.Name(dtype)
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:  # an enum value no TensorFlow defines
+        return f"DataType({dtype})"
+
+
+# Typed fields holding the values of dtypes without one of their own in _VALUE_FIELDS.
+_OTHER_VALUE_FIELDS = {
+    tf.float16: "half_val",
+    tf.bfloat16: "half_val",
+    tf.complex64: "scomplex_val",
+    tf.complex128: "dcomplex_val",
+}
+_VALUES_PER_ELEMENT = {"scomplex_val": 2, "dcomplex_val": 2}
+
+
+def value_count(proto: tensor_pb2.TensorProto) -> int | None:
+    """How many values a TensorProto holds, counted without decoding any; None for a dtype
+    that TensorFlow does not define or that has no value field.
+
+    TensorFlow fills a tensor whose proto holds fewer values than its shape by repeating the
+    last one (or with zeros): a 37-byte proto can declare a shape of gigabytes.
+    """
+    if proto.dtype == types_pb2.DT_STRING:
+        return len(proto.string_val)
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:
+        return None
+    if proto.tensor_content:
+        return len(proto.tensor_content) // dtype.size
+    field = _VALUE_FIELDS.get(dtype) or _OTHER_VALUE_FIELDS.get(dtype)
+    if field is None:
+        return None
+    return len(getattr(proto, field)) // _VALUES_PER_ELEMENT.get(field, 1)
 
 
 def _empty_proto(dtype: int, shape: tuple[int, ...]) -> tensor_pb2.TensorProto:
