@@ -209,3 +209,43 @@ def test_random_erasing_replaces_one_rectangle_or_nothing():
     assert 0.02 * 1024 * 0.5 <= len(changed) <= height * width <= 0.25 * 1024 * 1.5
     kept = image_ops.random_erasing(image, 0.0, tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_array_equal(kept, image.numpy())
+
+
+def gif_bytes(frames: int, width: int, height: int, screen: tuple[int, int] | None = None):
+    """An animated GIF of distinct noise frames; `screen` overwrites the logical screen size."""
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (height, width), dtype=np.uint8), "L").convert("P")
+        for _ in range(frames)
+    ]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:])
+    data = bytearray(buffer.getvalue())
+    if screen:
+        data[6:10] = struct.pack("<HH", *screen)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("frames", "width", "height", "screen", "valid"),
+    [
+        (1, 20, 20, None, True),  # 400 pixels
+        (1, 40, 40, (1, 1), False),  # a 1 x 1 screen hiding a 1,600-pixel frame
+        (3, 20, 20, None, False),  # 3 frames of 400: 1,200 pixels decoded
+    ],
+)
+def test_the_pixel_limit_counts_every_gif_frame(frames, width, height, screen, valid):
+    data = gif_bytes(frames, width, height, screen)
+    assert int(image_ops.gif_pixels(tf.constant(data))) == frames * width * height
+    _, decoded = image_ops.decode_raw_batch(
+        tf.constant([data]), 16, "shorter_side", 16, max_pixels=1000
+    )
+    assert bool(decoded.numpy()[0]) is valid
+
+
+def test_a_gif_with_broken_blocks_is_invalid():
+    data = gif_bytes(1, 10, 10)
+    assert int(image_ops.gif_pixels(tf.constant(data[:30]))) == -1
+    first_block = 13 + 3 * 2 ** ((data[10] & 7) + 1)  # after the global colour table
+    broken = data[:first_block] + b"\x99" + data[first_block + 1 :]
+    assert int(image_ops.gif_pixels(tf.constant(broken))) == -1
