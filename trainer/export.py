@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -93,6 +94,9 @@ class ServingFunctions:
         }
 
 
+STAGING_PREFIX = ".tmp-"  # a name servers ignore: not an integer version
+
+
 def next_version(model_base_path: str) -> int:
     """One more than the highest integer version directory; 1 for a new model."""
     if not tf.io.gfile.isdir(model_base_path):
@@ -136,11 +140,17 @@ def write_warmup_requests(
     return warmup.write_warmup_file(export_dir, logs)
 
 
-def export_model(model: keras.Model, config: TrainConfig, info: input_pipeline.DatasetInfo) -> str:
+def export_model(
+    model: keras.Model,
+    config: TrainConfig,
+    info: input_pipeline.DatasetInfo,
+    before_publish: Callable[[], None] | None = None,
+) -> str:
     """Exports to JOB_DIR/export/MODEL_NAME/<next version>/ with warmup and lineage.
 
     TF Serving polls the base path and must never load a half-written integer version, so
     everything is written to a staging directory (a name it ignores) and then published.
+    `before_publish` runs between the two (the trainer exits there on SIGTERM).
     """
     functions = ServingFunctions(
         model,
@@ -152,22 +162,46 @@ def export_model(model: keras.Model, config: TrainConfig, info: input_pipeline.D
         info.jpeg_quality,
     )
     model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
-    staging = tf.io.gfile.join(model_base_path, f".tmp-{uuid.uuid4().hex}")
+    remove_unfinished_exports(model_base_path)
+    staging = tf.io.gfile.join(model_base_path, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
     write_saved_model(functions, staging)
     write_warmup_requests(staging, info, config.model_name)
     lineage.copy_into_export(config.job_dir, info, staging)
+    if before_publish is not None:
+        before_publish()
     version_dir = tf.io.gfile.join(model_base_path, str(next_version(model_base_path)))
     publish(staging, version_dir)
     return version_dir
 
 
-def publish(staging: str, version_dir: str) -> None:
-    """Copies `staging` to `version_dir`, saved_model.pb last, then deletes `staging`.
+def remove_unfinished_exports(model_base_path: str) -> None:
+    """Deletes what an export killed part-way left: staging directories, and version
+    directories without saved_model.pb (a copy to an object store cut short). Servers never
+    load either, so nothing served goes; the export then publishes the next version whole."""
+    if not tf.io.gfile.isdir(model_base_path):
+        return
+    for entry in tf.io.gfile.listdir(model_base_path):
+        name = entry.rstrip("/")
+        path = tf.io.gfile.join(model_base_path, name)
+        unfinished_version = name.isdigit() and not tf.io.gfile.exists(
+            tf.io.gfile.join(path, "saved_model.pb")
+        )
+        if name.startswith(STAGING_PREFIX) or unfinished_version:
+            logging.warning("removing the unfinished export %s", path)
+            tf.io.gfile.rmtree(path)
 
-    A directory rename is atomic on a local disk only (object stores copy object by object,
-    and ram:// drops the children), while a version counts as present once its
-    saved_model.pb exists: writing that file last works the same on every file system.
+
+def publish(staging: str, version_dir: str) -> None:
+    """Moves `staging` to `version_dir`, whole or not at all.
+
+    On a local disk a directory rename is atomic. Object stores copy object by object (and
+    ram:// drops a renamed directory's children), so there the files are copied with
+    saved_model.pb last, since a version counts as present once that file exists; a copy
+    cut short is removed by the next export (`remove_unfinished_exports`).
     """
+    if "://" not in staging:
+        os.rename(staging, version_dir)
+        return
     # ram:// matches children by name prefix (it lists `assets/.extra` next to the real
     # `assets.extra/`): copy only what exists.
     files = [

@@ -68,6 +68,13 @@ def load_dataset_info(data_dir: str) -> DatasetInfo:
             "empty directory"
         )
     splits = metadata[contract.META_SPLITS]
+    for split in splits.values():
+        for name in split[contract.META_FILES]:
+            if not tf.io.gfile.exists(tf.io.gfile.join(data_dir, name)):
+                raise DatasetError(
+                    f"--data_dir {data_dir}: {name}, listed in {contract.METADATA_FILE}, is "
+                    "missing; copy the whole dataset directory, or rerun objrec-preprocess"
+                )
     return DatasetInfo(
         data_dir=data_dir,
         labels=labels,

@@ -108,6 +108,15 @@ def load_job_backbone(backbone: keras.Model, job_dir: str) -> None:
     backbone.set_weights(backbone_of(job_model).get_weights())
 
 
+def zero_init_residual_branches(backbone: keras.Model) -> None:
+    """Starts every residual block as the identity: the last BatchNorm of each block's branch
+    scales by zero (Goyal et al., 2017, "zero-gamma"), so a network trained from scratch first
+    learns through its shortcuts, and its 16 blocks join in as they learn."""
+    for layer in backbone.layers:
+        if layer.name.endswith("_3_bn"):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+
+
 def build_backbone(input_size: int, weights: str) -> keras.Model:
     """ResNet50 without its top; `weights` is imagenet, none, a `.weights.h5` path or a job
     directory whose trained backbone is the starting point."""
@@ -117,6 +126,8 @@ def build_backbone(input_size: int, weights: str) -> keras.Model:
         weights="imagenet" if keyword == "imagenet" else None,
         input_shape=(input_size, input_size, 3),
     )
+    if keyword == "none":
+        zero_init_residual_branches(backbone)
     if keyword in ("imagenet", "none"):
         return backbone
     if is_job_dir(weights):

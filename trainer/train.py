@@ -162,17 +162,40 @@ class Backup:
         self._is_chief = distribution.is_chief(strategy)
 
     def restore(self) -> bool:
-        """Restores the latest backup, if there is one; every worker reads the chief's."""
-        latest = tf.train.latest_checkpoint(self.directory)
-        if latest:
-            self._checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("resumed from %s", latest)
-        return bool(latest)
+        """Restores the newest intact backup, if there is one; every worker reads the chief's.
+
+        A backup that cannot be read (cut short, checksum mismatch) or whose files are gone
+        is skipped with a warning for the one before it, whatever the `checkpoint` index
+        file says.
+        """
+        for path in backup_candidates(self.directory):
+            try:
+                self._checkpoint.restore(path).assert_existing_objects_matched()
+            # IndexError: the checkpoint reader's "Read less bytes than requested".
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+                message = str(error).strip().splitlines()[0]
+                logging.warning("backup %s is unreadable (%s): trying an older one", path, message)
+                continue
+            logging.info("resumed from %s", path)
+            return True
+        return False
 
     def save(self, global_step: int):
         self._manager.save(checkpoint_number=global_step)
         if not self._is_chief:
             tf.io.gfile.rmtree(self._manager.directory)
+
+
+def backup_candidates(directory: str) -> list[str]:
+    """Checkpoint prefixes of `directory` (`ckpt-<step>` with an index file), newest first."""
+    pattern = tf.io.gfile.join(directory, "ckpt-*.index")
+    prefixes = [path[: -len(".index")] for path in tf.io.gfile.glob(pattern)]
+    steps = {prefix: prefix.rsplit("-", 1)[1] for prefix in prefixes}
+    return sorted(
+        (prefix for prefix, step in steps.items() if step.isdigit()),
+        key=lambda prefix: int(steps[prefix]),
+        reverse=True,
+    )
 
 
 def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, class_weights=None):
@@ -383,7 +406,9 @@ def finish_phase(trainee: Trainee, backup: Backup):
     backup.save(int(state.global_step.numpy()))
 
 
-def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> str:
+def train(
+    config: TrainConfig, info: input_pipeline.DatasetInfo, strategy, watch: PreemptionWatch
+) -> str:
     """Runs (or resumes) both phases; returns the directory of the final weights."""
     steps = steps_per_epoch(info.num_examples[contract.TRAIN], config.batch_size)
     replicas = strategy.num_replicas_in_sync
@@ -400,7 +425,6 @@ def train(config: TrainConfig, info: input_pipeline.DatasetInfo, strategy) -> st
     state = trainee.state
     backup = Backup(trainee.checkpoint(), config.resolved_backup_dir, strategy)
     backup.restore()
-    watch = PreemptionWatch()
     history = History(config.job_dir, chief)
     history.keep_until(int(state.phase.numpy()), int(state.epoch.numpy()))
     writer = _summary_writer(config.resolved_log_dir, chief)
@@ -540,12 +564,21 @@ def draw_pictures(job_dir: str, log_dir: str, predictions, metrics: dict):
                 tf.summary.image(f"eval/{name}", png[tf.newaxis])
 
 
-def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -> dict:
+def export_and_evaluate(
+    config: TrainConfig, info: input_pipeline.DatasetInfo, watch: PreemptionWatch
+) -> dict:
     """The non-distributed step after training: evaluate and export the final weights.
 
     A fresh float32 model (whatever the training precision) is restored from
-    JOB_DIR/checkpoints, so the export is the same for every strategy.
+    JOB_DIR/checkpoints, so the export is the same for every strategy. SIGTERM before the
+    export is published exits 42 with nothing published; the rerun exports again.
     """
+
+    def exit_if_preempted():
+        if watch.received:
+            logging.warning("SIGTERM received during the export: exiting before publishing")
+            sys.exit(EXIT_PREEMPTED)
+
     model = export_lib.restore_trained_model(config, info.num_classes)
     split = evaluate_lib.evaluation_split(info)
     predictions = evaluate_lib.predict_split(model, info, split, config)
@@ -558,7 +591,7 @@ def export_and_evaluate(config: TrainConfig, info: input_pipeline.DatasetInfo) -
     metrics["split"] = split
     evaluate_lib.write_metrics(config.job_dir, metrics)
     draw_pictures(config.job_dir, config.resolved_log_dir, predictions, metrics)
-    export_dir = export_lib.export_model(model, config, info)
+    export_dir = export_lib.export_model(model, config, info, before_publish=exit_if_preempted)
     epochs_trained = len(History(config.job_dir, enabled=True).epochs)
     lineage.report_to_hypertune(metrics["accuracy"], global_step=epochs_trained)
     logging.info(
@@ -595,7 +628,8 @@ def train_and_evaluate(config: TrainConfig) -> dict:
             config, info, type(strategy).__name__, strategy.num_replicas_in_sync
         )
         lineage.write_json(tf.io.gfile.join(config.job_dir, contract.RUN_FILE), record)
-    train(config, info, strategy)
+    watch = PreemptionWatch()
+    train(config, info, strategy, watch)
     if not chief:
         return {}
-    return export_and_evaluate(config, info)
+    return export_and_evaluate(config, info, watch)
