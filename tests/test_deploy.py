@@ -810,3 +810,13 @@ def test_deployment_docs_name_only_files_that_exist(document):
     # The README's example of an overlay of your own is a file to create.
     for path in paths - {"k8s/overlays/staging/kustomization.yaml"}:
         assert (REPO / path).exists() or (K8S / path).exists(), f"{document} names {path}"
+
+
+def test_the_deployment_guide_enables_what_workload_identity_and_gpus_need():
+    text = (REPO / "docs" / "deploy.md").read_text()
+    enabled = re.search(r"gcloud services enable ([^`]*?)\n```", text, re.S).group(1)
+    # Workload Identity mints pod tokens through the IAM Service Account Credentials API.
+    assert "iamcredentials.googleapis.com" in enabled.split()
+    quota_step = text.index("PREEMPTIBLE_NVIDIA_L4_GPUS")
+    assert quota_step < text.index("gcloud container node-pools create serving-l4")
+    assert "NVIDIA_L4_GPUS" in text[:quota_step]
