@@ -22,7 +22,7 @@ def resolved(*flags: str, image_size: int = 32) -> config_lib.TrainConfig:
 
 def test_from_scratch_trains_every_layer_from_the_first_step():
     config = resolved("--weights", "none")
-    assert [(p.name, p.epochs) for p in train.plan_phases(config)] == [("fine_tune", 30)]
+    assert [(p.name, p.epochs) for p in train.plan_phases(config)] == [("fine_tune", 20)]
     model = model_lib.build_model(3, config.input_size, "none")
     variables = model_lib.set_phase_trainable(model, "fine_tune", config.fine_tune_from)
     assert len(variables) == len(model.trainable_variables) == 214
@@ -54,7 +54,7 @@ def test_explicit_flags_override_the_recipe():
     assert config.learning_rate == recipes.RECIPES[recipes.FROM_SCRATCH]["learning_rate"]
 
 
-@pytest.mark.parametrize(("stored", "expected"), [(28, 28), (32, 32), (64, 64), (256, 224),
+@pytest.mark.parametrize(("stored", "expected"), [(28, 64), (32, 64), (64, 64), (256, 224),
                                                   (100, 88)])  # fmt: skip
 def test_the_input_size_follows_the_stored_size(stored, expected):
     assert resolved("--weights", "none", image_size=stored).input_size == expected
@@ -65,7 +65,7 @@ def test_help_shows_every_flag_with_its_default_and_the_recipes(capsys):
     with pytest.raises(SystemExit):
         config_lib.parse_flags(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "from_scratch: --head_epochs 0 --fine_tune_epochs 30" in text
+    assert "from_scratch: --head_epochs 0 --fine_tune_epochs 20" in text
     assert "pretrained: --head_epochs 5" in text
     assert "(default: recipe)" in text and "(default: 32)" in text
 

@@ -9,8 +9,11 @@ smoothing, random erasing) and an early-stopping patience that lets the cosine s
 
 Fields left None in the TrainConfig take the recipe's value; explicit flags win. The input size
 follows the dataset: stored images above 64 pixels get evaluation's 7/8 centre crop (256 -> 224,
-as ImageNet models are evaluated); smaller ones (Fashion-MNIST, CIFAR) are used whole, with
-pad-and-crop augmentation, since a crop of a 32-pixel image throws away what little it shows.
+as ImageNet models are evaluated); smaller ones (Fashion-MNIST, CIFAR) are used whole, scaled
+up to 64 pixels, with pad-and-crop augmentation. ResNet50's stem divides its input by 4 and its
+stages by 8 more, so a 32-pixel input leaves conv5 a single 1 x 1 position; at 64 pixels it has
+2 x 2, and on 2 CPU cores a step costs only 1.4x as much (86 against 60 images/s), since small
+inputs are bound by per-layer overhead rather than arithmetic.
 """
 
 import dataclasses
@@ -36,15 +39,15 @@ RECIPES = {
     },
     FROM_SCRATCH: {
         "head_epochs": 0,
-        "fine_tune_epochs": 30,
-        "learning_rate": 2e-3,
-        "fine_tune_learning_rate": 2e-3,
+        "fine_tune_epochs": 20,
+        "learning_rate": 1e-3,
+        "fine_tune_learning_rate": 1e-3,
         "fine_tune_from": "all",
         "weight_decay": 0.05,
         "rotation_degrees": 0.0,
         "random_erasing": 0.25,
         "label_smoothing": 0.1,
-        "early_stopping_patience": 10,
+        "early_stopping_patience": 8,
     },
 }
 
@@ -59,9 +62,9 @@ def recipe_name(config: TrainConfig) -> str:
 
 
 def default_input_size(image_size: int) -> int:
-    """The model input for a dataset stored at `image_size`: 32 -> 32, 256 -> 224."""
+    """The model input for a dataset stored at `image_size`: 32 -> 64, 256 -> 224."""
     if image_size <= SMALL_IMAGE_SIZE:
-        return image_size
+        return SMALL_IMAGE_SIZE
     return round(image_size * EVAL_CROP_RATIO)
 
 
@@ -95,8 +98,8 @@ def describe() -> str:
     lines.insert(1, "    (--weights imagenet, a weights file or a job directory)")
     lines.append("    (--weights none)")
     lines.append(
-        f"  both: --input_size = the stored image size up to {SMALL_IMAGE_SIZE} px, else 7/8 "
-        "of it (256 -> 224); --crop_augmentation pad_crop up to "
+        f"  both: --input_size {SMALL_IMAGE_SIZE} for images stored at up to {SMALL_IMAGE_SIZE} px "
+        "(scaled up), else 7/8 of the stored size (256 -> 224); --crop_augmentation pad_crop up to "
         f"{SMALL_IMAGE_SIZE} px input, else resized_crop"
     )
     return "\n".join(lines)
