@@ -1,7 +1,13 @@
 """TF Serving's model APIs answered from a ServerCore, shared by the gRPC and REST servers."""
 
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, status_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    status_pb2,
+)
 
+from objrec import contract
 from serving import status
 from serving.model_manager import VersionState
 from serving.server_core import ServerCore
@@ -54,4 +60,31 @@ def version_status(state: VersionState) -> get_model_status_pb2.ModelVersionStat
         version=state.version,
         state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state),
         status=status_pb2.StatusProto(error_code=error_code, error_message=state.error_message),
+    )
+
+
+# What TF Serving's classifier.cc, regressor.cc and multi_inference.cc answer for a model
+# whose signatures are all Predict signatures, as objrec's are.
+_METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+_SIGNATURE_KINDS = {"classify": "classification", "regress": "regression"}
+
+
+def refuse_for_predict_signature(
+    core: ServerCore, model_spec: model_pb2.ModelSpec, api: str
+) -> None:
+    """Classify, Regress and MultiInference on a predict-only model: TF Serving's error.
+
+    Raises:
+        status.ServingError: NOT_FOUND for an unknown model or version, else INVALID_ARGUMENT.
+    """
+    served = core.servable(model_spec)
+    name = model_spec.signature_name or contract.SERVING_SIGNATURE
+    signature = served.signature_defs.get(name)
+    if signature is None:
+        raise status.invalid_argument(f"No signature was found with the name: {name}")
+    if api == "multi_inference":
+        raise status.invalid_argument(f"Unsupported signature method_name: {signature.method_name}")
+    raise status.invalid_argument(
+        f"Expected {_SIGNATURE_KINDS[api]} signature method_name to be {_METHOD_NAMES[api]}. "
+        f"Was: {signature.method_name}"
     )

@@ -15,12 +15,12 @@ import http.server
 import json
 import logging
 import re
+import socket
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
@@ -54,6 +54,12 @@ MAX_VERSION = 2**63 - 1
 Json = Any
 
 
+class ListeningHTTPServer(http.server.ThreadingHTTPServer):
+    """http.server's threaded server with a listen backlog for many clients, not 5."""
+
+    request_queue_size = socket.SOMAXCONN
+
+
 class RestApiServer:
     """A threaded HTTP server answering TF Serving's REST API."""
 
@@ -72,7 +78,7 @@ class RestApiServer:
         """Starts serving on a background thread; returns the bound port."""
         handler = type("Handler", (RestRequestHandler,), {"rest_server": self})
         try:
-            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+            self._httpd = ListeningHTTPServer((host, port), handler)
         except OSError as error:
             raise OSError(f"cannot bind the REST port {host}:{port}: {error.strerror}.") from None
         self._httpd.daemon_threads = True
@@ -104,6 +110,9 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
 
     rest_server: RestApiServer
     protocol_version = "HTTP/1.1"
+    # Small answers on a kept-alive connection: without TCP_NODELAY each one waits for the
+    # client's delayed ACK (Nagle), 66 ms against 30 ms on a fresh connection.
+    disable_nagle_algorithm = True
     timeout = BODY_TIMEOUT_SECONDS  # socket timeout of every read (StreamRequestHandler)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -172,12 +181,12 @@ def route(core: ServerCore, method: str, path: str, body: bytes) -> Json:
     predict_match = PREDICT_PATH.fullmatch(path)
     if method == "POST" and predict_match:
         name, version, label, verb = predict_match.groups()
+        spec = model_spec(name, version, label)
+        document = parse_json(body)
         if verb.lower() != "predict":
-            raise status.ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"{verb} is not supported by the objrec development server: use predict",
-            )
-        return predict(core, model_spec(name, version, label), parse_json(body))
+            spec.signature_name = str(document.get("signature_name", ""))
+            apis.refuse_for_predict_signature(core, spec, verb.lower())
+        return predict(core, spec, document)
     model_match = MODEL_PATH.fullmatch(path)
     if method == "GET" and model_match:
         name, version, label, metadata = model_match.groups()

@@ -65,14 +65,6 @@ def aborts_on_error(method: Callable) -> Callable:
     return wrapper
 
 
-def unimplemented(context: grpc.ServicerContext, method: str) -> None:
-    """Aborts with UNIMPLEMENTED for an API objrec's models do not use."""
-    context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"{method} is not supported by the objrec development server: use Predict",
-    )
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ServerCore."""
 
@@ -89,14 +81,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request, context):  # noqa: N802
         return apis.model_metadata(self._core, request)
 
+    @aborts_on_error
     def Classify(self, request, context):  # noqa: N802
-        unimplemented(context, "Classify")
+        apis.refuse_for_predict_signature(self._core, request.model_spec, "classify")
 
+    @aborts_on_error
     def Regress(self, request, context):  # noqa: N802
-        unimplemented(context, "Regress")
+        apis.refuse_for_predict_signature(self._core, request.model_spec, "regress")
 
+    @aborts_on_error
     def MultiInference(self, request, context):  # noqa: N802
-        unimplemented(context, "MultiInference")
+        for task in request.tasks:
+            apis.refuse_for_predict_signature(self._core, task.model_spec, "multi_inference")
+        raise status.invalid_argument("MultiInferenceRequest has no tasks")
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):

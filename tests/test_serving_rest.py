@@ -120,7 +120,12 @@ def test_model_status_and_metadata(server):
          "input 'image_bytes': cannot make a DT_STRING tensor"),
         ("/v1/models/objrec:predict", {"instances": ["x"], "signature_name": "nope"}, 400,
          'Serving signature name: "nope" not found'),
-        ("/v1/models/objrec:classify", {"examples": []}, 501, "use predict"),
+        ("/v1/models/objrec:classify", {"examples": []}, 400,
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        ("/v1/models/objrec:regress", {"examples": []}, 400,
+         "Expected regression signature method_name to be tensorflow/serving/regress."),
+        ("/v1/models/nope:classify", {"examples": []}, 404, "Latest(nope)"),
         ("/v1/models/objrec:predict", {"instances": ["x" * 2 * 1024 * 1024]}, 413,
          "over the 1048576-byte limit"),
     ],
@@ -129,3 +134,10 @@ def test_errors_are_json_with_tf_servings_http_status(server, path, body, http_s
     status, document = call(server, path, body)
     assert status == http_status
     assert message in document["error"]
+
+
+def test_rest_answers_without_nagle_delay_and_keeps_a_long_listen_queue(server):
+    # A kept-alive connection must not wait for delayed ACKs (TCP_NODELAY on every answer),
+    # and thousands of clients connecting at once must not overflow a 5-deep queue.
+    assert serving_fixtures.rest_handler_sets_nodelay(server)
+    assert server._rest_server._httpd.request_queue_size >= 128

@@ -24,10 +24,12 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from objrec import contract
@@ -298,13 +300,30 @@ def test_unknown_signature_is_failed_precondition_as_in_tf_serving(predictions):
     assert error.value.details() == 'Serving signature key "predict" not found.'
 
 
-def test_unsupported_apis_are_unimplemented(predictions):
-    request = classification_pb2.ClassificationRequest(
-        model_spec=model_pb2.ModelSpec(name=contract.DEFAULT_MODEL_NAME)
-    )
+def test_classify_regress_and_multi_inference_answer_as_tf_serving_for_a_predict_model(
+    predictions,
+):
+    spec = model_pb2.ModelSpec(name=contract.DEFAULT_MODEL_NAME)
+    calls = [
+        (predictions.Classify, classification_pb2.ClassificationRequest(model_spec=spec),
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        (predictions.Regress, regression_pb2.RegressionRequest(model_spec=spec),
+         "Expected regression signature method_name to be tensorflow/serving/regress. "
+         "Was: tensorflow/serving/predict"),
+        (predictions.MultiInference, inference_pb2.MultiInferenceRequest(
+            tasks=[inference_pb2.InferenceTask(model_spec=spec, method_name="x")]),
+         "Unsupported signature method_name: tensorflow/serving/predict"),
+    ]  # fmt: skip
+    for method, request, message in calls:
+        with pytest.raises(grpc.RpcError) as error:
+            method(request, timeout=10)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == message
+    unknown = classification_pb2.ClassificationRequest(model_spec=model_pb2.ModelSpec(name="no"))
     with pytest.raises(grpc.RpcError) as error:
-        predictions.Classify(request, timeout=10)
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        predictions.Classify(unknown, timeout=10)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_request_over_the_message_limit_is_resource_exhausted(toy_version, tmp_path):

@@ -77,7 +77,8 @@ def resolve(config: TrainConfig, image_size: int) -> TrainConfig:
     name = recipe_name(config)
     filled = {key: value for key, value in RECIPES[name].items() if getattr(config, key) is None}
     input_size = config.input_size or default_input_size(image_size)
-    filled["input_size"] = input_size
+    if config.input_size is None:
+        filled["input_size"] = input_size
     if config.crop_augmentation is None:
         filled["crop_augmentation"] = default_crop_augmentation(input_size)
     resolved = dataclasses.replace(config, **filled)

@@ -22,6 +22,8 @@ from trainer import train
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # TensorFlow's own INFO lines (one per checkpoint: "Sharding callback duration") are noise.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     config = config_lib.parse_flags(argv)
     try:
         summary = train.train_and_evaluate(config)

@@ -14,6 +14,7 @@ import logging
 import math
 import signal
 import sys
+import time
 import uuid
 
 import keras
@@ -386,6 +387,16 @@ def run_steps(train_step, train_data, state: TrainState, steps: int, watch, back
     return loss_sum, correct, steps - done_before
 
 
+def epoch_line(record: dict, epochs: int, seconds: float) -> str:
+    """`fine_tune epoch 3/20 (41 s): loss 0.612 accuracy 0.801 val_loss 0.55 ...`."""
+    metrics = " ".join(
+        f"{key} {record[key]:.4g}"
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+        if key in record
+    )
+    return f"{record['phase']} epoch {record['epoch'] + 1}/{epochs} ({seconds:.0f} s): {metrics}"
+
+
 def write_scalars(writer, record: dict, step: int):
     with writer.as_default(step=step):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
@@ -450,6 +461,7 @@ def train(
         )
         stop = False
         while int(state.epoch.numpy()) < phase.epochs and not stop:
+            started = time.monotonic()
             loss_sum, correct, ran = run_steps(
                 train_step, train_data, state, steps, watch, backup, config
             )
@@ -466,7 +478,7 @@ def train(
                 stop = update_early_stopping(
                     state, trainee.best, record["val_loss"], config.early_stopping_patience
                 )
-            logging.info("epoch %s", json.dumps(record))
+            logging.info("%s", epoch_line(record, phase.epochs, time.monotonic() - started))
             history.add(record)
             write_scalars(writer, record, int(state.global_step.numpy()))
             state.epoch.assign_add(1)
