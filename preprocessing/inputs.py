@@ -76,4 +76,4 @@ class ReadInputs(beam.PTransform):
             # Every row names its class: a manifest has no misplaced files.
             return files, pbegin | "NoMisplacedFiles" >> beam.Create([])
         listed = pbegin | "Folders" >> sources.FolderSource(self._spec.uri, self._spec.layout)
-        return listed.files, listed[metrics.REJECTED]
+        return listed["files"], listed[metrics.REJECTED]

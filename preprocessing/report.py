@@ -21,12 +21,21 @@ def duplicate(uri: str, duplicate_of: str, label: str) -> dict:
     }
 
 
+# Characters that str.splitlines() and other readers break lines at, which JSON leaves raw.
+_LINE_BREAKS_JSON_KEEPS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def json_line(entry: dict) -> str:
+    """One entry as one line of JSON, whatever its file name holds (U+2028 escaped)."""
+    line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS_JSON_KEEPS.items():
+        line = line.replace(raw, escaped)
+    return line
+
+
 def json_lines(entries: Iterable[dict]) -> bytes:
     """Entries as JSON lines sorted by URI, so that a rerun writes the same bytes."""
-    lines = sorted(
-        (entry[contract.LOG_URI], json.dumps(entry, sort_keys=True, ensure_ascii=False))
-        for entry in entries
-    )
+    lines = sorted((entry[contract.LOG_URI], json_line(entry)) for entry in entries)
     return "".join(line + "\n" for _, line in lines).encode()
 
 

@@ -15,6 +15,9 @@ is found while listing, and rejected (`outside_split_folders`, `no_class_folder`
 silently skipped.
 """
 
+import os
+import stat
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -37,6 +40,11 @@ FOLDER_LAYOUT_HINT = (
 # Rejection reasons of files that do not fit the split-folder layout.
 OUTSIDE_SPLIT_FOLDERS = "outside_split_folders"
 NO_CLASS_FOLDER = "no_class_folder"
+INVALID_LABEL = "invalid_label"
+# Rejection reasons of listed paths that are no file to read (local inputs).
+UNDECODABLE_NAME = "undecodable_name"
+BROKEN_LINK = "broken_link"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
 
 
 class SourceFile(NamedTuple):
@@ -66,6 +74,11 @@ def split_of_name(name: str) -> str:
         ) from None
 
 
+def is_local(path: str) -> bool:
+    """A path on this machine's file system, not a URI such as gs://."""
+    return "://" not in path
+
+
 def files_pattern(root: str) -> str:
     """Glob of every file inside a folder of `root`, at any depth (`root/*/**`)."""
     return FileSystems.join(root, "*", "**")
@@ -77,8 +90,24 @@ def relative_parts(root: str, uri: str) -> list[str]:
 
 
 def label_of(root: str, uri: str) -> str:
-    """The class of a file under `root/<class>/`: the first folder of its path below `root`."""
-    return relative_parts(root, uri)[0]
+    """The class of a file under `root/<class>/`: the first folder of its path below `root`.
+
+    Raises:
+        MisplacedFileError: INVALID_LABEL for a folder name that cannot be one line of
+            labels.txt (a line break, U+2028 and the like, or only blanks).
+    """
+    return checked_label(relative_parts(root, uri)[0])
+
+
+def checked_label(label: str) -> str:
+    """`label` if it can be a class name, one line of labels.txt; MisplacedFileError if not."""
+    if label.splitlines() != [label] or not label.strip():
+        raise MisplacedFileError(
+            INVALID_LABEL,
+            f"class folder {label!r} cannot be a label (labels.txt holds one per line): rename "
+            "it without line breaks",
+        )
+    return label
 
 
 def class_folder_file(root: str, uri: str) -> SourceFile:
@@ -101,7 +130,7 @@ def split_folder_file(root: str, uri: str) -> SourceFile:
             f"the file lies in {split_folder}/ itself; its class folder is missing: move it "
             f"into {split_folder}/<class>/",
         )
-    return SourceFile(uri, rest[0], split_of_name(split_folder))
+    return SourceFile(uri, checked_label(rest[0]), split_of_name(split_folder))
 
 
 def _has_match(pattern: str) -> bool:
@@ -158,6 +187,68 @@ class ClassifyFileFn(beam.DoFn):
             yield metrics.rejected_output(report.rejection(uri, error.reason, error.detail))
 
 
+def printable(path: str) -> str:
+    """`path` as UTF-8 text: bytes of a name that is not UTF-8 shown as backslash escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def local_entry(path: str) -> str | dict:
+    """A listed local path: the path of a regular file to read, or its rejected-log entry.
+
+    Never opens the path (a FIFO named `x.jpg` would block the open forever).
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        detail = "the file name is not UTF-8, so no record can name it: rename the file"
+        return report.rejection(printable(path), UNDECODABLE_NAME, detail)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:  # dangling, or a symbolic link loop
+        detail = f"a symbolic link to nothing readable ({error.strerror}): fix or drop it"
+        return report.rejection(path, BROKEN_LINK, detail)
+    if not stat.S_ISREG(mode):
+        detail = "not a regular file (a FIFO, socket or device): only files are read"
+        return report.rejection(path, NOT_A_REGULAR_FILE, detail)
+    return path
+
+
+def walk_local(folder: str) -> Iterator[str]:
+    """Every non-directory path under `folder`, following directory links once each."""
+    seen = set()
+    for directory, subdirectories, names in os.walk(folder, followlinks=True):
+        identity = os.stat(directory)
+        if (identity.st_dev, identity.st_ino) in seen:
+            subdirectories.clear()  # a link back to a folder already walked
+            continue
+        seen.add((identity.st_dev, identity.st_ino))
+        subdirectories.sort()
+        for name in sorted(names):
+            yield os.path.join(directory, name)
+
+
+class ListLocalFolderFn(beam.DoFn):
+    """root -> every path under its folders: regular files, and rejections of the rest.
+
+    Beam's local glob silently leaves out dangling and looping links, names that are not
+    UTF-8 (its coder then fails the whole job) and names with a backslash (a glob escape);
+    this listing reports each of them, so the accounting holds for every path it meets.
+    """
+
+    def process(self, root: str):
+        for entry in sorted(os.listdir(root)):
+            folder = os.path.join(root, entry)
+            if not os.path.isdir(folder):
+                continue  # files directly in root belong to no class
+            for path in walk_local(folder):
+                listed = local_entry(path)
+                if isinstance(listed, dict):
+                    metrics.increment(metrics.INPUTS_READ)
+                    yield metrics.rejected_output(listed)
+                else:
+                    yield listed
+
+
 class FolderSource(beam.PTransform):
     """Every file under `root/*/` (nested folders included), classified for `layout`.
 
@@ -171,11 +262,24 @@ class FolderSource(beam.PTransform):
         self._layout = layout
 
     def expand(self, pbegin: beam.pvalue.PBegin):
-        return (
-            pbegin
-            | "Pattern" >> beam.Create([files_pattern(self._root)])
-            | "Match" >> fileio.MatchAll()
-            | "Path" >> beam.FlatMap(file_path)
+        if is_local(self._root):
+            listed = (
+                pbegin
+                | "Root" >> beam.Create([self._root])
+                | "List"
+                >> beam.ParDo(ListLocalFolderFn()).with_outputs(metrics.REJECTED, main="paths")
+            )
+            paths, unlisted = listed.paths, listed[metrics.REJECTED]
+        else:
+            paths = (
+                pbegin
+                | "Pattern" >> beam.Create([files_pattern(self._root)])
+                | "Match" >> fileio.MatchAll()
+                | "Path" >> beam.FlatMap(file_path)
+            )
+            unlisted = pbegin | "NoneUnlisted" >> beam.Create([])
+        classified = (
+            paths
             # Listing runs on one worker; spread the files before the per-file work.
             | "Spread" >> beam.Reshuffle()
             | "Classify"
@@ -183,3 +287,5 @@ class FolderSource(beam.PTransform):
                 metrics.REJECTED, main="files"
             )
         )
+        rejected = (classified[metrics.REJECTED], unlisted) | "Rejected" >> beam.Flatten()
+        return {"files": classified.files, metrics.REJECTED: rejected}

@@ -15,6 +15,7 @@ hash (~3 ms): cheaper as long as fewer than about 1 input in 10 is a duplicate.
 
 import hashlib
 import os
+import stat
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -24,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from google.api_core.exceptions import NotFound
 
 from objrec import contract
-from preprocessing import dedup, image_io, metrics, records, report, sharding
+from preprocessing import dedup, image_io, metrics, records, report, sharding, sources
 from preprocessing.config import PreprocessConfig, SplitFractions
 from preprocessing.metrics import rejected_output
 from preprocessing.sources import SourceFile
@@ -69,6 +70,11 @@ def read_image_file(uri: str, max_pixels: int) -> bytes:
         OSError or NotFound (UNREADABLE_ERRORS): the file cannot be read.
         image_io.ImageError: EMPTY_FILE or FILE_TOO_LARGE.
     """
+    if "://" not in uri and not stat.S_ISREG(os.stat(uri).st_mode):
+        # A FIFO (or device) named like an image, e.g. in a manifest: opening it would block.
+        raise image_io.ImageError(
+            sources.NOT_A_REGULAR_FILE, "not a regular file (a FIFO, socket or device)"
+        )
     with open_uncompressed(uri) as file:
         # The size without reading: local files and GCS objects both know it when opened.
         size = file.seek(0, os.SEEK_END)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import pathlib
 
 import pytest
@@ -471,3 +472,59 @@ def test_jsonl_manifest_in_a_bucket_with_relative_uris(gcs_bucket, tmp_path):  #
     sources_stored = sorted(r[contract.FEATURE_SOURCE].decode() for r in read_records(tmp_path))
     assert sources_stored == [f"gs://objrec-test/photos/{index}.jpg" for index in range(3)]
     assert report.num_examples(metadata) == 3
+
+
+# hostile listings: every path the listing meets is a record, a rejection or a duplicate
+
+
+def hostile_folder(root: pathlib.Path) -> dict[str, str]:
+    """Class folders holding good images next to paths no glob would report; returns the
+    expected rejection reason of each hostile path (as the log prints it)."""
+    for index, label in enumerate(["cat", "dog"]):
+        write(root / label / f"good{index}.png", encode(noise(index), "PNG"))
+    cat = root / "cat"
+    os.mkfifo(cat / "pipe.jpg")  # opening it would block forever
+    (cat / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (cat / "self.jpg").symlink_to(cat / "self.jpg")
+    (cat / "loop").symlink_to(cat)  # a directory cycle, walked once
+    non_utf8 = os.fsdecode(b"bad-\xff.png")
+    (cat / non_utf8).write_bytes(encode(noise(7), "PNG"))
+    write(root / "back\\slash" / "img.png", encode(noise(8), "PNG"))
+    write(root / "two\nlines" / "img.png", encode(noise(9), "PNG"))
+    write(root / "para\u2028graph" / "img.png", encode(noise(10), "PNG"))
+    return {
+        str(cat / "pipe.jpg"): sources.NOT_A_REGULAR_FILE,
+        str(cat / "dangling.jpg"): sources.BROKEN_LINK,
+        str(cat / "self.jpg"): sources.BROKEN_LINK,
+        str(cat) + "/bad-\\xff.png": sources.UNDECODABLE_NAME,
+        str(root / "two\nlines" / "img.png"): sources.INVALID_LABEL,
+        str(root / "para\u2028graph" / "img.png"): sources.INVALID_LABEL,
+    }
+
+
+def test_every_path_of_a_hostile_listing_is_accounted_for(tmp_path):
+    expected = hostile_folder(tmp_path / "in")
+    summary = run_job(tmp_path / "in", tmp_path / "out", "--image_size", "16")
+    rejected = {entry["uri"]: entry["reason"] for entry in read_log(tmp_path / "out", "rejected")}
+    assert rejected == expected
+    records = {r[contract.FEATURE_SOURCE].decode() for r in read_records(tmp_path / "out")}
+    assert records == {
+        str(tmp_path / "in" / "cat" / "good0.png"),
+        str(tmp_path / "in" / "dog" / "good1.png"),
+        str(tmp_path / "in" / "back\\slash" / "img.png"),
+    }
+    metadata = json.loads((tmp_path / "out" / contract.METADATA_FILE).read_text())
+    assert metadata[contract.META_NUM_INPUTS] == len(records) + len(rejected) == 9
+    labels = (tmp_path / "out" / contract.LABELS_FILE).read_text().splitlines()
+    assert labels == sorted(["back\\slash", "cat", "dog"]) == metadata[contract.META_LABELS]
+    assert summary is not None
+
+
+def test_a_manifest_row_naming_a_fifo_is_rejected_without_opening_it(tmp_path):
+    write(tmp_path / "img" / "good.png", encode(noise(1), "PNG"))
+    os.mkfifo(tmp_path / "img" / "pipe.png")
+    listing = write_text(tmp_path / "labels.csv", "uri,label\nimg/good.png,a\nimg/pipe.png,b\n")
+    run_job(listing, tmp_path / "out", "--image_size", "16")
+    (entry,) = read_log(tmp_path / "out", "rejected")
+    assert entry["reason"] == sources.NOT_A_REGULAR_FILE
+    assert entry["uri"].endswith("img/pipe.png")
