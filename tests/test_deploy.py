@@ -507,7 +507,9 @@ def test_training_jobs_are_preemption_friendly(name):
     spec = job["spec"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert spec["backoffLimit"] >= 1
-    assert 0 < spec["activeDeadlineSeconds"] <= 86400
+    # Under Cloud Build's timeout, so that the build's wait sees the Job fail.
+    build_timeout = int(yaml.safe_load((REPO / "cloudbuild.yaml").read_text())["timeout"][:-1])
+    assert 0 < spec["activeDeadlineSeconds"] <= build_timeout - 3600
     assert spec["podReplacementPolicy"] == "Failed"
     assert failure_policy_action(job, EXIT_PREEMPTED) == "Ignore"
     assert failure_policy_action(job, None, ["DisruptionTarget"]) == "Ignore"
@@ -820,3 +822,16 @@ def test_the_deployment_guide_enables_what_workload_identity_and_gpus_need():
     quota_step = text.index("PREEMPTIBLE_NVIDIA_L4_GPUS")
     assert quota_step < text.index("gcloud container node-pools create serving-l4")
     assert "NVIDIA_L4_GPUS" in text[:quota_step]
+
+
+def test_the_training_wait_fails_when_no_pod_runs_for_a_bounded_time():
+    steps = {
+        step["id"]: step for step in yaml.safe_load((REPO / "cloudbuild.yaml").read_text())["steps"]
+    }
+    script = steps["train"]["script"]
+    substitutions = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())["substitutions"]
+    assert 0 < int(substitutions["_MAX_PENDING_MINUTES"]) <= 120
+    # Pending (no quota) and ImagePullBackOff pods are phase Pending: only a running pod
+    # resets the clock; past it the Job is deleted and the build fails.
+    assert '*" Running "*' in script and "_MAX_PENDING_MINUTES * 60" in script
+    assert 'kubectl -n objrec delete job "$job"' in script.split("_MAX_PENDING_MINUTES * 60")[1]
