@@ -835,3 +835,11 @@ def test_the_training_wait_fails_when_no_pod_runs_for_a_bounded_time():
     # resets the clock; past it the Job is deleted and the build fails.
     assert '*" Running "*' in script and "_MAX_PENDING_MINUTES * 60" in script
     assert 'kubectl -n objrec delete job "$job"' in script.split("_MAX_PENDING_MINUTES * 60")[1]
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_pods_find_the_node_driver_and_expect_their_gpus(name):
+    trainer = container(find(rendered(name), "Job"), "trainer")
+    env = {item["name"]: item.get("value") for item in trainer["env"]}
+    assert "/usr/local/nvidia/lib64" in env["LD_LIBRARY_PATH"].split(":")
+    assert env["OBJREC_EXPECTED_GPUS"] == str(trainer["resources"]["limits"]["nvidia.com/gpu"])

@@ -79,3 +79,15 @@ def test_sigterm_during_the_export_exits_42_with_nothing_published(trained_job, 
     assert exit_.value.code == train.EXIT_PREEMPTED
     base = job_dir / "export" / "objrec"
     assert [name for name in os.listdir(base) if not name.startswith(".")] == []
+
+
+def test_training_refuses_the_cpu_when_the_pod_was_given_gpus(tiny_dataset, tmp_path, capsys,
+                                                               monkeypatch):  # fmt: skip
+    from trainer import task
+
+    monkeypatch.setenv("OBJREC_EXPECTED_GPUS", "4")
+    argv = ["--data_dir", tiny_dataset, "--job_dir", str(tmp_path / "job"), "--weights", "none"]
+    assert task.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "OBJREC_EXPECTED_GPUS=4 GPUs were requested but TensorFlow sees 0" in error
+    assert "LD_LIBRARY_PATH" in error and len(error.splitlines()) == 1

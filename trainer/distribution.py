@@ -75,9 +75,33 @@ def resolve_strategy_name(requested: str, tf_config: Mapping, num_gpus: int) -> 
     return "one_device"
 
 
+# Set by k8s/training to the GPUs the pod requested (nvidia.com/gpu).
+EXPECTED_GPUS_VARIABLE = "OBJREC_EXPECTED_GPUS"
+
+
+def check_expected_gpus(num_gpus: int, environ: Mapping[str, str]) -> None:
+    """Refuses to train on the CPUs of a machine that was given GPUs TensorFlow cannot see.
+
+    Raises:
+        ValueError: fewer GPUs visible than OBJREC_EXPECTED_GPUS says were requested.
+    """
+    expected = int(environ.get(EXPECTED_GPUS_VARIABLE) or 0)
+    if num_gpus < expected:
+        raise ValueError(
+            f"{EXPECTED_GPUS_VARIABLE}={expected} GPUs were requested but TensorFlow sees "
+            f"{num_gpus}: put the NVIDIA driver's libraries on LD_LIBRARY_PATH (on GKE "
+            "/usr/local/nvidia/lib64) or unset the variable to train on the CPUs"
+        )
+
+
 def create_strategy(requested: str) -> tf.distribute.Strategy:
-    """The strategy for this machine (and cluster, from TF_CONFIG)."""
+    """The strategy for this machine (and cluster, from TF_CONFIG).
+
+    Raises:
+        ValueError: the pod was given GPUs that TensorFlow cannot see (check_expected_gpus).
+    """
     num_gpus = len(tf.config.list_physical_devices("GPU"))
+    check_expected_gpus(num_gpus, os.environ)
     name = resolve_strategy_name(requested, export_tf_config(), num_gpus)
     if name == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
