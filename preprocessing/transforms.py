@@ -59,7 +59,16 @@ class StoredRecord(NamedTuple):
 
 
 def open_uncompressed(uri: str):
-    """Opens `uri` for reading as raw bytes (no decompression even for a `.gz` name)."""
+    """Opens `uri` for reading as raw bytes (no decompression even for a `.gz` name).
+
+    Raises:
+        image_io.ImageError: NOT_A_REGULAR_FILE for a local FIFO or device named like an
+            image (in a manifest, say), never opened: the open would block forever.
+    """
+    if "://" not in uri and not stat.S_ISREG(os.stat(uri).st_mode):
+        raise image_io.ImageError(
+            sources.NOT_A_REGULAR_FILE, "not a regular file (a FIFO, socket or device)"
+        )
     return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -70,11 +79,6 @@ def read_image_file(uri: str, max_pixels: int) -> bytes:
         OSError or NotFound (UNREADABLE_ERRORS): the file cannot be read.
         image_io.ImageError: EMPTY_FILE or FILE_TOO_LARGE.
     """
-    if "://" not in uri and not stat.S_ISREG(os.stat(uri).st_mode):
-        # A FIFO (or device) named like an image, e.g. in a manifest: opening it would block.
-        raise image_io.ImageError(
-            sources.NOT_A_REGULAR_FILE, "not a regular file (a FIFO, socket or device)"
-        )
     with open_uncompressed(uri) as file:
         # The size without reading: local files and GCS objects both know it when opened.
         size = file.seek(0, os.SEEK_END)

@@ -56,7 +56,7 @@ def test_class_folder_source_lists_nested_files_and_skips_files_outside_classes(
     with beam_pipeline() as pipeline:
         listed = pipeline | sources.FolderSource(str(root), sources.CLASS_FOLDERS)
         assert_that(
-            listed.files,
+            listed["files"],
             equal_to(
                 [
                     SourceFile(cat, "cat", None),
@@ -81,7 +81,7 @@ def test_split_folder_source_names_splits_and_rejects_misplaced_files(tmp_path):
     with beam_pipeline() as pipeline:
         listed = pipeline | sources.FolderSource(str(root), sources.SPLIT_FOLDERS)
         assert_that(
-            listed.files,
+            listed["files"],
             equal_to(
                 [
                     SourceFile(train, "cat", "train"),
@@ -341,7 +341,7 @@ def test_counters_report_inputs_rejections_duplicates_conflicts_and_written_exam
     config = config_lib.PreprocessConfig(input=str(root), output="unused", image_size=8)
     pipeline = beam_pipeline()
     listed = pipeline | sources.FolderSource(str(root), sources.SPLIT_FOLDERS)
-    encoded = listed.files | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
+    encoded = listed["files"] | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
         REJECTED, main="encoded"
     )
     resolved = (
