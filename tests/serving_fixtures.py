@@ -205,8 +205,3 @@ def model_config_text(
             lines.append(f'version_labels {{ key: "{label}" value: {version} }}')
         entries.append("  config {\n" + "".join(f"    {line}\n" for line in lines) + "  }\n")
     return "model_config_list {\n" + "".join(entries) + "}\n"
-
-
-def rest_handler_sets_nodelay(server) -> bool:
-    """Whether the REST server's request handler turns Nagle's algorithm off."""
-    return bool(server._rest_server._httpd.RequestHandlerClass.disable_nagle_algorithm)
