@@ -71,9 +71,9 @@ assert apache_beam.__version__ == '${BEAM_VERSION}', 'Beam ' + apache_beam.__ver
  && objrec-preprocess --help > /dev/null \
  && objrec-predict --help > /dev/null
 
-# Kubernetes runs the trainer as this user (k8s/training/: runAsUser 1000, read-only root file
+# Kubernetes runs the trainer as this user (k8s/training/: runAsUser 10001, read-only root file
 # system, HOME on an emptyDir). The image's default user stays root, like Beam's own SDK images:
 # on Dataflow, `boot` installs staged packages into the system Python.
-RUN useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin objrec
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin objrec
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

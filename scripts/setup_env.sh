@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what objrec needs on this machine, idempotently:
 #   .venv with objrec (editable) and every dependency pinned by constraints.txt;
+#   .venv-checkov with checkov (the deployment tests' policy suite), pinned likewise;
 #   the Debian package dataset-fashion-mnist (real sample photos) when it is missing.
 # Reinstalls only when requirements*.txt, constraints.txt or setup.py change.
 set -euo pipefail
@@ -20,6 +21,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$wanted" > "$stamp"
+fi
+
+# checkov (deployment policy tests) in a virtualenv of its own: its pins conflict with ours.
+checkov_stamp=.venv-checkov/.objrec-install-stamp
+checkov_wanted=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_wanted" ]; then
+  echo "objrec: installing checkov into .venv-checkov (deployment policy tests)"
+  [ -x .venv-checkov/bin/python ] || "$python" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install --quiet --upgrade pip==25.3
+  .venv-checkov/bin/python -m pip install --quiet --no-deps -r requirements-checkov.txt
+  echo "$checkov_wanted" > "$checkov_stamp"
 fi
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then

@@ -239,6 +239,52 @@ def test_mirrored_step_equals_one_device_step(tiny_dataset, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_the_weight_average_follows_each_step_and_swaps_in_and_out(
+    tiny_dataset, tmp_path, replicas
+):
+    """The average after two steps is the warmed-up EMA of the weights (BatchNorm statistics
+    too), on one device and across two replicas; two swaps restore both."""
+    info = input_pipeline.load_dataset_info(tiny_dataset)
+    config = config_lib.TrainConfig(
+        data_dir=tiny_dataset, job_dir=str(tmp_path), input_size=32, batch_size=8,
+        weights="none", fine_tune_from="all", weight_decay=0.0, label_smoothing=0.0,
+        ema_momentum=0.99,
+    )  # fmt: skip
+    devices = ["/cpu:0", "/cpu:1"][:replicas]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+    with strategy.scope():
+        model = model_lib.build_model(info.num_classes, 32, "none", dropout=0.0)
+        variables = model_lib.set_phase_trainable(model, "fine_tune", "all")
+        optimizer = train.make_optimizer(train.Phase("fine_tune", 1, 1e-2), 2, config, variables)
+        averaged = train.AveragedWeights(model, config.ema_momentum)
+    step = train.make_train_step(model, optimizer, variables, strategy, config, None, averaged)
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    batches = iter(strategy.experimental_distribute_dataset(data))
+    expected = [v.numpy() for v in model.weights]
+    for count in range(2):
+        step(batches, tf.constant(1), tf.constant(0.0))
+        momentum = min(0.99, (1 + count) / (10 + count))
+        expected = [
+            momentum * e + (1 - momentum) * v.numpy()
+            for e, v in zip(expected, model.weights, strict=True)
+        ]
+    moving_mean = next(i for i, v in enumerate(model.weights) if "moving_mean" in v.path)
+    assert np.abs(averaged.copies[moving_mean].numpy()).max() > 0  # BatchNorm's stats averaged
+    raw = [v.numpy() for v in model.weights]
+    for copy, want in zip(averaged.copies, expected, strict=True):
+        np.testing.assert_allclose(copy.numpy(), want, rtol=1e-5, atol=1e-6)
+    averaged.swap()
+    for variable, want in zip(model.weights, expected, strict=True):
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-5, atol=1e-6)
+    averaged.swap()
+    for variable, want in zip(model.weights, raw, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), want)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

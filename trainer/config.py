@@ -75,6 +75,12 @@ class TrainConfig:
         None, "Probability of erasing a random rectangle of each training image.", float
     )
     label_smoothing: float | None = _flag(None, "Label smoothing of the cross-entropy.", float)
+    ema_momentum: float | None = _flag(
+        None,
+        "Exponential moving average of the weights, updated every step with this momentum; "
+        "the average is what is validated, kept and exported. 0 is off.",
+        float,
+    )
     early_stopping_patience: int | None = _flag(
         None, "Epochs without a better validation loss before a phase stops; 0 never.", int
     )

@@ -35,6 +35,7 @@ RECIPES = {
         "rotation_degrees": 10.0,
         "random_erasing": 0.0,
         "label_smoothing": 0.0,
+        "ema_momentum": 0.0,
         "early_stopping_patience": 3,
     },
     FROM_SCRATCH: {
@@ -47,6 +48,7 @@ RECIPES = {
         "rotation_degrees": 0.0,
         "random_erasing": 0.25,
         "label_smoothing": 0.1,
+        "ema_momentum": 0.0,
         "early_stopping_patience": 8,
     },
 }

@@ -140,6 +140,47 @@ class BestWeights(tf.Module):
             variable.assign(copy)
 
 
+class AveragedWeights(tf.Module):
+    """An exponential moving average of every model weight, BatchNorm statistics included.
+
+    Keras's optimizer option (`use_ema`) averages only the trainable variables, pairing the
+    averaged kernels with the raw weights' BatchNorm statistics, and shows the average only
+    when training ends; validation and early stopping need it every epoch. The momentum warms
+    up as (1 + n) / (10 + n) over the first updates, so the random start is soon forgotten.
+    """
+
+    def __init__(self, model: keras.Model, momentum: float):
+        super().__init__(name="averaged_weights")
+        self._model = model
+        self._momentum = momentum
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.copies = [tf.Variable(v.value, trainable=False) for v in model.weights]
+
+    def update(self):
+        """One step of the average (called in the train function, cross-replica)."""
+        count = tf.cast(self.updates, tf.float32)
+        momentum = tf.minimum(self._momentum, (1.0 + count) / (10.0 + count))
+        for copy, variable in zip(self.copies, self._model.weights, strict=True):
+            value = tf.cast(variable.value, copy.dtype)
+            copy.assign(momentum * copy + (1.0 - momentum) * value)
+        self.updates.assign_add(1)
+
+    @tf.function
+    def swap(self):
+        """Exchanges the model's weights and the average (twice restores both)."""
+        for copy, variable in zip(self.copies, self._model.weights, strict=True):
+            raw = tf.identity(variable.value)
+            variable.assign(copy)
+            copy.assign(raw)
+
+    @tf.function
+    def reset(self):
+        """Starts the average again from the model's weights (a new phase)."""
+        for copy, variable in zip(self.copies, self._model.weights, strict=True):
+            copy.assign(variable.value)
+        self.updates.assign(0)
+
+
 class PreemptionWatch:
     """Notes SIGTERM (what Kubernetes and Vertex AI send before killing a pod)."""
 
@@ -199,14 +240,16 @@ def backup_candidates(directory: str) -> list[str]:
     )
 
 
-def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, class_weights=None):
+def make_train_step(
+    model, optimizer, variables, strategy, config: TrainConfig, class_weights=None, averaged=None
+):
     """Runs `num_steps` distributed steps in one call; returns (loss sum, correct count, any
     worker preempted).
 
     Several steps per call (Keras's `steps_per_execution`) keep the host out of the loop: the
     sums stay on the device and the preemption flag is all-reduced once per call, so every
     worker stops after the same step. `class_weights` (one per class) scales each example's
-    loss by its true class's weight.
+    loss by its true class's weight; `averaged` (AveragedWeights) is updated after each step.
     """
 
     def replica_step(images, labels):
@@ -246,6 +289,8 @@ def make_train_step(model, optimizer, variables, strategy, config: TrainConfig, 
         correct = tf.constant(0.0)
         for _ in tf.range(num_steps):
             loss, step_correct = one_step(next(iterator))
+            if averaged is not None:
+                averaged.update()
             loss_sum += loss
             correct += step_correct
         any_preempted = strategy.reduce(sum_, strategy.run(replica_any, (preempted,)), axis=None)
@@ -337,10 +382,12 @@ class Trainee:
     optimizers: dict  # phase name -> optimizer built on that phase's variables
     state: TrainState
     best: BestWeights
+    averaged: AveragedWeights | None  # with --ema_momentum
 
     def checkpoint(self) -> tf.train.Checkpoint:
+        extra = {"averaged": self.averaged} if self.averaged is not None else {}
         return tf.train.Checkpoint(
-            model=self.model, state=self.state, best=self.best, **self.optimizers
+            model=self.model, state=self.state, best=self.best, **self.optimizers, **extra
         )
 
 
@@ -354,7 +401,8 @@ def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], step
         for phase in phases:
             variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
             optimizers[phase.name] = make_optimizer(phase, steps, config, variables)
-        return Trainee(model, optimizers, TrainState(), BestWeights(model))
+        averaged = AveragedWeights(model, config.ema_momentum) if config.ema_momentum else None
+        return Trainee(model, optimizers, TrainState(), BestWeights(model), averaged)
 
 
 def run_steps(train_step, train_data, state: TrainState, steps: int, watch, backup, config):
@@ -405,10 +453,15 @@ def write_scalars(writer, record: dict, step: int):
 
 
 def finish_phase(trainee: Trainee, backup: Backup):
-    """Keeps the phase's best weights (early stopping) and moves the state to the next phase."""
+    """Keeps the phase's best weights (early stopping; else the average, if kept) and moves
+    the state to the next phase, whose average starts from those weights."""
     state = trainee.state
     if bool(state.has_best.numpy()):
         trainee.best.restore_into_model()
+    elif trainee.averaged is not None:
+        trainee.averaged.swap()
+    if trainee.averaged is not None:
+        trainee.averaged.reset()
     state.phase.assign_add(1)
     state.epoch.assign(0)
     state.best_val_loss.assign(np.inf)
@@ -452,7 +505,9 @@ def train(
             continue  # finished before a restart
         variables = model_lib.set_phase_trainable(trainee.model, phase.name, config.fine_tune_from)
         optimizer = trainee.optimizers[phase.name]
-        train_step = make_train_step(trainee.model, optimizer, variables, strategy, config, weights)
+        train_step = make_train_step(
+            trainee.model, optimizer, variables, strategy, config, weights, trainee.averaged
+        )
         logging.info(
             "phase %s: %d trainable weights, up to %d epochs",
             phase.name,
@@ -474,10 +529,14 @@ def train(
                 "learning_rate": float(optimizer.learning_rate),
             }
             if validate:
+                if trainee.averaged is not None:
+                    trainee.averaged.swap()  # the average is validated and kept as the best
                 record.update(validate())
                 stop = update_early_stopping(
                     state, trainee.best, record["val_loss"], config.early_stopping_patience
                 )
+                if trainee.averaged is not None:
+                    trainee.averaged.swap()
             logging.info("%s", epoch_line(record, phase.epochs, time.monotonic() - started))
             history.add(record)
             write_scalars(writer, record, int(state.global_step.numpy()))
