@@ -131,6 +131,14 @@ def test_after_every_attack_memory_is_bounded_and_good_requests_succeed(server, 
     # Expanded, the [20000, 8, 8, 3] request alone would be 61 MiB of uint8 and 245 MiB
     # as the model's float input; refused first, it costs nothing.
     assert peak_rss_mib() - before < 50
+    # 50 MB of REST body, 50,000 strings of 1 KB (under the 64 MiB body limit): refused on the
+    # batch size once parsed, before any image is decoded. Parsing costs a few times the body.
+    body = json.dumps({"instances": [{"b64": "A" * 1024}] * 50_000}).encode()
+    assert 50_000_000 < len(body) < server.config.max_message_bytes
+    status, document = call(server, "/v1/models/objrec:predict", body)
+    assert status == 400 and "batch of 50000, over the server's maximum" in document["error"]
+    print(f"peak RSS growth after the 50 MB REST body: {peak_rss_mib() - before:.0f} MiB")
+    assert peak_rss_mib() - before < 400
     response = stub.Predict(predict_request(sample_images()), timeout=30)
     assert outputs_of(response)[contract.OUTPUT_VALID].tolist() == [True, True, True]
     assert np.isfinite(outputs_of(response)[contract.OUTPUT_PROBABILITIES]).all()
