@@ -56,8 +56,20 @@ def test_unknown_strategy_is_refused():
         distribution.resolve_strategy_name("tpu", {}, 0)
 
 
+def test_bfloat16_instructions_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 vnni\n")
+    assert train.cpu_computes_bfloat16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not train.cpu_computes_bfloat16(str(cpuinfo))
+    assert not train.cpu_computes_bfloat16(str(tmp_path / "absent"))
+
+
 def test_precision_policy_choice():
     assert train.resolve_precision_policy("auto", num_gpus=0) == "float32"
+    assert train.resolve_precision_policy("auto", 0, cpu_bfloat16=True) == "mixed_bfloat16"
+    assert train.resolve_precision_policy("auto", 2, cpu_bfloat16=True) == "mixed_float16"
+    assert train.resolve_precision_policy("off", 0, cpu_bfloat16=True) == "float32"
     assert train.resolve_precision_policy("auto", num_gpus=2) == "mixed_float16"
     assert train.resolve_precision_policy("bfloat16", num_gpus=0) == "mixed_bfloat16"
     with pytest.raises(ValueError, match="--mixed_precision"):

@@ -86,7 +86,9 @@ class TrainConfig:
     )
     strategy: str = _flag("auto", "tf.distribute strategy.", choices=STRATEGIES)
     mixed_precision: str = _flag(
-        "auto", "auto: float16 on GPUs, float32 on CPU.", choices=PRECISIONS
+        "auto",
+        "auto: float16 on GPUs, bfloat16 on CPUs with bfloat16 instructions, else float32.",
+        choices=PRECISIONS,
     )
     jit_compile: bool = _flag(False, "XLA-compile the train step.", bool)
     steps_per_execution: int = _flag(

@@ -66,11 +66,25 @@ def learning_rate_schedule(phase: Phase, steps: int, warmup_epochs: float):
     )
 
 
-def resolve_precision_policy(requested: str, num_gpus: int) -> str:
-    """`auto`: float16 compute on GPUs (tensor cores), float32 on CPU where it only slows."""
+def cpu_computes_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), which oneDNN uses."""
+    try:
+        with open(cpuinfo) as file:
+            flags = {flag for line in file if line.startswith("flags") for flag in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision_policy(requested: str, num_gpus: int, cpu_bfloat16: bool = False) -> str:
+    """`auto`: float16 compute on GPUs (tensor cores); on a CPU with bfloat16 instructions,
+    bfloat16 compute (ResNet50 at 32 px on 2 such cores: 160 against 137 images/s); float32
+    on other CPUs, where half precision only slows. Variables and the export stay float32."""
     policies = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
     if requested == "auto":
-        return "mixed_float16" if num_gpus else "float32"
+        if num_gpus:
+            return "mixed_float16"
+        return "mixed_bfloat16" if cpu_bfloat16 else "float32"
     if requested not in policies:
         raise ValueError(f"--mixed_precision {requested}: choose auto, off, float16 or bfloat16")
     return policies[requested]
@@ -683,9 +697,11 @@ def export_and_evaluate(
 def train_and_evaluate(config: TrainConfig) -> dict:
     """Trains (or resumes), then the chief evaluates and exports. Returns a summary."""
     num_gpus = len(tf.config.list_physical_devices("GPU"))
-    keras.mixed_precision.set_global_policy(
-        resolve_precision_policy(config.mixed_precision, num_gpus)
+    policy = resolve_precision_policy(
+        config.mixed_precision, num_gpus, cpu_bfloat16=not num_gpus and cpu_computes_bfloat16()
     )
+    keras.mixed_precision.set_global_policy(policy)
+    logging.info("precision policy %s (--mixed_precision %s)", policy, config.mixed_precision)
     strategy = distribution.create_strategy(config.strategy)
     info = input_pipeline.load_dataset_info(config.data_dir)
     config = recipes.resolve(config, info.image_size)
