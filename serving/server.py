@@ -25,6 +25,7 @@ or through the console script `objrec-serve` with the same flags.
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -370,6 +371,11 @@ def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace
             f"--model_base_path {args.model_base_path} is not a directory: "
             "point it at JOB_DIR/export/objrec"
         )
+    if not model_config.is_absolute(args.model_base_path):
+        # TF Serving needs an absolute base path; this development server resolves one.
+        resolved = os.path.abspath(args.model_base_path)
+        logging.info("--model_base_path %s is relative: serving %s", args.model_base_path, resolved)
+        args.model_base_path = resolved
 
 
 def parse_args(argv: Sequence[str] | None) -> ServerConfig:

@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (
 
 from objrec import contract
 from serving import model_manager, tensors, warmup
+from serving import server as server_lib
 from serving.config import ServerConfig
 from serving.servable import SavedModelServable
 from serving.server import ModelServer
@@ -585,3 +586,11 @@ def test_a_port_in_use_is_a_clear_error(toy_version, tmp_path):
         message = f"cannot bind the REST port 127.0.0.1:{port}: Address already in use"
         with pytest.raises(OSError, match=message), running_server(tmp_path, rest_api_port=port):
             pass
+
+
+def test_a_relative_model_base_path_is_resolved(tmp_path, monkeypatch):
+    """TF Serving wants an absolute base path; objrec-serve resolves a relative one."""
+    (tmp_path / "job" / "export" / "objrec").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = server_lib.parse_args(["--model_base_path", "job/export/objrec"])
+    assert config.model_base_path == str(tmp_path / "job" / "export" / "objrec")
