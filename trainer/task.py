@@ -22,8 +22,10 @@ from trainer import train
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # TensorFlow's own INFO lines (one per checkpoint: "Sharding callback duration") are noise.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # TensorFlow's own INFO lines (one per checkpoint: "Sharding callback duration", logged
+    # through absl) are noise.
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = config_lib.parse_flags(argv)
     try:
         summary = train.train_and_evaluate(config)
