@@ -8,11 +8,12 @@ Fashion-MNIST from the Debian package `dataset-fashion-mnist` (28 x 28 product p
 
 1. Seed scale: 600 training images per class (6,000 PNGs) go through the commands a user types,
    flags left at their defaults: `objrec-preprocess --image_size 32`, `objrec-train --weights
-   none`, then `objrec-serve` and `objrec-predict --evaluate` on 100 official test images per
-   class (1,000). Side by side, on the same 6,000 images and the same test images:
+   none`, then `objrec-serve` and `objrec-predict --evaluate` on the official test images
+   (all 10,000; `--test_per_class` fewer). Side by side, on the same images:
    - the Keras guides' "simple MNIST convnet" (two conv blocks, 28 x 28 grey, 15 epochs);
    - a bare Keras `model.fit` of `keras.applications.ResNet50(weights=None)` at 32 x 32, Adam
-     1e-3, flip/rotation/zoom layers, early stopping on 10% held out.
+     1e-3, flip/rotation/zoom layers, early stopping on 10% held out;
+   - with `--lever FLAGS` (repeatable), objrec's defaults plus FLAGS: one lever's effect.
 2. Transfer: an objrec job trained on classes 0-4 (1,000 per class), then classes 5-9 with
    about 50 training images per class (62 preprocessed, 80% train, 20% validation), trained
    `--weights none` and `--weights <that job>`; both scored through the served model on the
@@ -176,6 +177,11 @@ def seed_scale(work: str, args) -> None:
     flags = ["--weights", "none", *args.train_flags]
     rows = [("objrec defaults (--weights none), served", *objrec_job(
         train_dir, work, "seed", flags, test_dir, []))]  # fmt: skip
+    for index, lever in enumerate(args.lever):
+        # The same job with one setting changed: what that lever gives, side by side.
+        extra = lever.split()
+        rows.append((f"  same, {lever}", *objrec_job(
+            train_dir, work, f"seed-lever-{index}", [*flags, *extra], test_dir, [])))  # fmt: skip
     rows.append(("Keras guides' simple MNIST convnet", *simple_convnet(train_dir, test_dir,
                                                                       args.quick)))  # fmt: skip
     rows.append(("bare Keras fit, ResNet50(weights=None) at 32 px",
@@ -217,7 +223,11 @@ def main() -> None:
                         help="100 per class, 3 objrec epochs: a look at the plumbing, "
                         "not the figures")  # fmt: skip
     parser.add_argument("--per_class", type=int, default=600)
-    parser.add_argument("--test_per_class", type=int, default=100)
+    parser.add_argument("--test_per_class", type=int, default=1000,
+                        help="official test images per class (1,000: all of them)")  # fmt: skip
+    parser.add_argument("--lever", action="append", default=[],
+                        help="seed scale: also train with these extra objrec-train flags, e.g. "
+                        "--lever '--ema_momentum 0.999' (repeatable)")  # fmt: skip
     parser.add_argument("--pretrain_per_class", type=int, default=1000)
     parser.add_argument("--target_per_class", type=int, default=62)
     parser.add_argument("--work_dir", default=None, help="default: a new temporary directory")
@@ -225,6 +235,7 @@ def main() -> None:
     args.train_flags = []
     if args.quick:
         args.per_class, args.pretrain_per_class = 100, 100
+        args.test_per_class = min(args.test_per_class, 100)
         args.train_flags = ["--fine_tune_epochs", "3", "--head_epochs", "0"]
     work = args.work_dir or tempfile.mkdtemp(prefix="objrec-accuracy-")
     os.makedirs(work, exist_ok=True)
