@@ -1,7 +1,14 @@
-"""Exact duplicates: which of several files with the same content is kept (pure functions)."""
+"""Exact duplicates: which of several files with the same content is kept (pure functions).
+
+Memory follows unique contents, not rows: a file listed many times (a manifest's repeated
+row) is read once and stands for all of its rows (`times`), and the copies of one content are
+walked twice, first for the keeper and the labels, then to log each other copy, so nothing
+holds the list of copies.
+"""
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from objrec import contract
 from preprocessing import report
@@ -12,6 +19,15 @@ LABEL_CONFLICT = "label_conflict"
 # seen in training stays where it was put (test before validation before train); a copy
 # whose split the input does not name comes last.
 KEEP_ORDER = (contract.TEST, contract.VALIDATION, contract.TRAIN, None)
+# A label conflict's message names this many of the files, then counts the rest.
+NAMED_IN_CONFLICT = 5
+
+
+class Copy(NamedTuple):
+    """One listed file with a given content, and how many input rows list it."""
+
+    source: SourceFile
+    times: int
 
 
 def keep_order(member: SourceFile) -> tuple[int, str]:
@@ -20,31 +36,63 @@ def keep_order(member: SourceFile) -> tuple[int, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Resolution:
-    """The outcome for one content hash: at most one keeper, the rest logged."""
+class Survey:
+    """One pass over the copies of a content, in memory bounded by the number of labels."""
 
-    keeper: SourceFile | None
-    duplicates: list[dict]
-    rejected: list[dict]
+    keeper: SourceFile
+    labels: tuple[str, ...]
+    rows: int
+    named: tuple[str, ...]  # the smallest URIs, for a conflict's message
 
 
-def resolve_same_content(sha256: str, members: Iterable[SourceFile]) -> Resolution:
+def survey(copies: Iterable[Copy]) -> Survey:
+    keeper, labels, rows, named = None, set(), 0, []
+    for source, times in copies:
+        if keeper is None or keep_order(source) < keep_order(keeper):
+            keeper = source
+        labels.add(source.label)
+        rows += times
+        named = sorted({*named, source.uri})[:NAMED_IN_CONFLICT]
+    return Survey(keeper, tuple(sorted(labels)), rows, tuple(named))
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One row's fate: kept (`entry` None), a duplicate or a rejection (its log entry)."""
+
+    kind: str  # KEPT, DUPLICATE or REJECTED
+    source: SourceFile
+    entry: dict | None = None
+
+
+KEPT, DUPLICATE, REJECTED = "kept", "duplicate", "rejected"
+
+
+def resolve_same_content(sha256: str, copies: Iterable[Copy]) -> Iterator[Outcome]:
     """Keeps the first copy in `keep_order`; the same bytes under two labels keep none.
 
-    Without named splits that is the smallest URI. A label conflict rejects every copy:
-    there is no telling which label is right, and keeping either would put a wrong label
-    into the dataset.
+    Without named splits that is the smallest URI; a row listed again is a duplicate of its
+    first listing. A label conflict rejects every row: there is no telling which label is
+    right, and keeping either would put a wrong label into the dataset. `copies` is iterated
+    twice (a Beam group can be).
     """
-    members = sorted(members, key=keep_order)
-    labels = sorted({member.label for member in members})
-    if len(labels) > 1:
-        uris = [member.uri for member in members]
+    found = survey(copies)
+    if len(found.labels) > 1:
+        more = found.rows - len(found.named)
+        files = ", ".join(found.named) + (f" and {more} more" if more > 0 else "")
         detail = (
-            f"the same content (sha256 {sha256[:16]}...) is labelled {', '.join(labels)} "
-            f"in {len(uris)} files: {', '.join(uris)}; fix the label of the wrong copies"
+            f"the same content (sha256 {sha256[:16]}...) is labelled {', '.join(found.labels)} "
+            f"in {found.rows} files: {files}; fix the label of the wrong copies"
         )
-        rejected = [report.rejection(uri, LABEL_CONFLICT, detail) for uri in uris]
-        return Resolution(keeper=None, duplicates=[], rejected=rejected)
-    keeper, *others = members
-    duplicates = [report.duplicate(other.uri, keeper.uri, other.label) for other in others]
-    return Resolution(keeper=keeper, duplicates=duplicates, rejected=[])
+        for source, times in copies:
+            for _ in range(times):
+                yield Outcome(
+                    REJECTED, source, report.rejection(source.uri, LABEL_CONFLICT, detail)
+                )
+        return
+    keeper = found.keeper
+    yield Outcome(KEPT, keeper)
+    for source, times in copies:
+        again = times - 1 if source == keeper else times
+        for _ in range(again):
+            yield Outcome(DUPLICATE, source, report.duplicate(source.uri, keeper.uri, source.label))

@@ -34,8 +34,9 @@ minor version must be the launcher's, 3.11 here), then drop --setup_file:
 Add `--dry_run True` to build the Dataflow job (and stage the package in a local temporary
 folder) without credentials or submitting it: tests/test_preprocessing_dataflow.py does.
 
-Steps: list the inputs -> read each file once: SHA-256, decode, orient, convert, resize,
-JPEG-encode -> group by hash (keep one copy, log duplicates, reject label conflicts) -> split
+Steps: list the inputs -> count rows that list the same file -> read each file once: SHA-256,
+decode, orient, convert, resize, JPEG-encode -> group the sources by hash (keep one copy, log
+duplicates, reject label conflicts) and join one JPEG per hash to its keeper -> split
 (named by the input, else by hash) -> shard by hash -> write shards, logs, labels.txt and,
 last, metadata.json; print a summary. Progress: the Beam counters of metrics.py.
 """
@@ -136,19 +137,17 @@ def build_pipeline(
     files, misplaced = pipeline | "ReadInputs" >> inputs.ReadInputs(spec)
     labels = files | "CollectLabels" >> transforms.CollectLabels()
 
-    encoded = files | "ReadAndEncode" >> beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
-        metrics.REJECTED, main="encoded"
-    )
-    resolved = (
-        encoded.encoded
-        | "GroupByContent" >> beam.GroupByKey()
-        | "ResolveDuplicates"
-        >> beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(
-            transforms.DUPLICATES, metrics.REJECTED, transforms.CONFLICTS, main="unique"
+    encoded = (
+        files
+        | "CountRepeats" >> transforms.CountRepeats()
+        | "ReadAndEncode"
+        >> beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
+            metrics.REJECTED, main="encoded"
         )
     )
+    resolved = encoded.encoded | "ResolveDuplicates" >> transforms.ResolveDuplicates()
     label_ids = labels | "LabelIds" >> beam.Map(_label_ids)
-    stored_records = resolved.unique | "BuildRecord" >> beam.Map(
+    stored_records = resolved["unique"] | "BuildRecord" >> beam.Map(
         transforms.build_record,
         label_ids=pvalue.AsSingleton(label_ids),
         split_fractions=config.split_fractions,

@@ -3,7 +3,7 @@
 #   sample images -> Beam preprocessing (in process) -> ResNet50 training (CPU) -> SavedModel
 #   -> local TF-Serving-compatible server -> gRPC predictions on held-out images.
 # Idempotent: every run rebuilds demo/dataset and demo/job from the sample images.
-# Settings: DEMO_DIR (demo), PER_CLASS (500 images per class), EPOCHS (15), PORT (free).
+# Settings: DEMO_DIR (demo), PER_CLASS (2000 images per class), EPOCHS (5), PORT (free).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -11,8 +11,8 @@ source .venv/bin/activate
 export TF_CPP_MIN_LOG_LEVEL=2
 
 demo=$(realpath -m "${DEMO_DIR:-demo}")
-per_class=${PER_CLASS:-500}
-epochs=${EPOCHS:-15}
+per_class=${PER_CLASS:-2000}
+epochs=${EPOCHS:-5}
 port=${PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 started=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
@@ -29,7 +29,8 @@ step "3/5 training ResNet50 from scratch at 32x32 on the CPU ($epochs epochs)"
 # No ImageNet weights can be downloaded here, so --weights none: the from-scratch recipe (every
 # layer from the first step, pad-and-crop, random erasing, label smoothing, weight decay). For
 # a demo of minutes, 32 instead of the recipe's 64 pixels, and batches of 64: on 2 cores that
-# trains 2.5x as many images per second (see README, "Training recipes").
+# trains 2.5x as many images per second (see README, "Training recipes"). At a fixed budget,
+# more photos for fewer epochs pays: 20,000 for 4 epochs beat 5,000 for 15 (85.4% / 83.5%).
 objrec-train --data_dir "$demo/dataset" --job_dir "$demo/job" --weights none --input_size 32 \
   --batch_size 64 --fine_tune_epochs "$epochs"
 

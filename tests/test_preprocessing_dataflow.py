@@ -140,9 +140,11 @@ def test_dataflow_job_builds_offline_with_the_readme_options(
         assert {
             "ReadInputs",
             "CollectLabels",
+            "CountRepeats",
             "ReadAndEncode",
-            "GroupByContent",
             "ResolveDuplicates",
+            "ResolveDuplicates/GroupByContent",
+            "ResolveDuplicates/JoinKeeper",
             "BuildRecord",
             "WriteShards",
             "WriteRejectedLog",

@@ -111,7 +111,8 @@ def test_collect_labels_gives_one_sorted_list():
 
 def encoded_summary(element) -> tuple:
     """(sha256, uri, stored size, decoded size of the JPEG) of an EncodeImageFn output."""
-    sha, encoded = element
+    sha, encoded, times = element
+    assert times == 1
     decoded = Image.open(io.BytesIO(encoded.stored.jpeg))
     return sha, encoded.source.uri, (encoded.stored.width, encoded.stored.height), decoded.size
 
@@ -131,6 +132,7 @@ def test_encode_image_hashes_and_encodes_each_file_and_rejects_bad_ones(tmp_path
         encoded = (
             pipeline
             | beam.Create(inputs)
+            | transforms.CountRepeats()
             | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(REJECTED, main="encoded")
         )
         assert_that(
@@ -183,29 +185,28 @@ def test_oversized_files_are_rejected_without_being_read(monkeypatch):
     assert len(reads) == 1
 
 
-def encoded_image(uri: str, label: str, split: str | None = None):
-    stored = image_io.StoredImage(b"jpeg of " + uri.encode(), width=3, height=2)
+def encoded_image(uri: str, label: str, split: str | None = None, content: str | None = None):
+    stored = image_io.StoredImage(b"jpeg of " + (content or uri).encode(), width=3, height=2)
     return transforms.EncodedImage(SourceFile(uri, label, split), stored)
 
 
 def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
-    a, b = encoded_image("/in/cat/a", "cat"), encoded_image("/in/cat/b", "cat")
-    cat_x, dog_x = encoded_image("/in/cat/x", "cat"), encoded_image("/in/dog/x", "dog")
-    single = encoded_image("/in/dog/single", "dog")
+    a, b = (
+        encoded_image("/in/cat/a", "cat", content="h1"),
+        encoded_image("/in/cat/b", "cat", content="h1"),
+    )
+    cat_x = encoded_image("/in/cat/x", "cat", content="h2")
+    dog_x = encoded_image("/in/dog/x", "dog", content="h2")
+    single = encoded_image("/in/dog/single", "dog", content="h3")
     # The same image in train/ and test/: the held-out copy stays, even with a larger URI.
-    in_train = encoded_image("/in/a_train/cat/y", "cat", "train")
-    in_test = encoded_image("/in/test/cat/y", "cat", "test")
-    groups = [("h1", [b, a]), ("h2", [dog_x, cat_x]), ("h3", [single]), ("h4", [in_train, in_test])]
+    in_train = encoded_image("/in/a_train/cat/y", "cat", "train", content="h4")
+    in_test = encoded_image("/in/test/cat/y", "cat", "test", content="h4")
+    copies = [("h1", b, 1), ("h1", a, 1), ("h2", dog_x, 1), ("h2", cat_x, 1), ("h3", single, 3),
+              ("h4", in_train, 1), ("h4", in_test, 1)]  # fmt: skip
     with beam_pipeline() as pipeline:
-        resolved = (
-            pipeline
-            | beam.Create(groups)
-            | beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(
-                transforms.DUPLICATES, REJECTED, transforms.CONFLICTS, main="unique"
-            )
-        )
+        resolved = pipeline | beam.Create(copies) | transforms.ResolveDuplicates()
         assert_that(
-            resolved.unique,
+            resolved["unique"],
             equal_to([("h1", a), ("h3", single), ("h4", in_test)]),
             label="Unique",
         )
@@ -214,6 +215,9 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
             equal_to(
                 [
                     report.duplicate("/in/cat/b", "/in/cat/a", "cat"),
+                    # The row listed three times: kept once, two duplicates of itself.
+                    report.duplicate("/in/dog/single", "/in/dog/single", "dog"),
+                    report.duplicate("/in/dog/single", "/in/dog/single", "dog"),
                     report.duplicate("/in/a_train/cat/y", "/in/test/cat/y", "cat"),
                 ]
             ),
@@ -225,6 +229,34 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
             label="Conflicts",
         )
         assert_that(resolved[transforms.CONFLICTS], equal_to(["h2"]), label="ConflictHashes")
+
+
+def test_a_file_listed_many_times_is_read_once(tmp_path, monkeypatch):
+    """A manifest naming one file 2,000 times: one read and decode, one record, 1,999
+    duplicates, and nothing held per row but its source."""
+    image = write(tmp_path / "cat" / "x.png", noise_png(8))
+    reads = []
+    real_read = transforms.read_image_file
+    monkeypatch.setattr(transforms, "read_image_file", lambda *a: reads.append(a) or real_read(*a))
+    config = config_lib.PreprocessConfig(input=str(tmp_path), output="unused", image_size=8)
+    with beam_pipeline() as pipeline:
+        resolved = (
+            pipeline
+            | beam.Create([SourceFile(image, "cat", None)] * 2000)
+            | transforms.CountRepeats()
+            | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(REJECTED, main="encoded")
+        ).encoded | transforms.ResolveDuplicates()
+        assert_that(
+            resolved["unique"] | beam.MapTuple(lambda sha, image: image.source.uri),
+            equal_to([image]),
+            label="Unique",
+        )
+        assert_that(
+            resolved[transforms.DUPLICATES] | beam.combiners.Count.Globally(),
+            equal_to([1999]),
+            label="Duplicates",
+        )
+    assert len(reads) == 1
 
 
 def test_build_record_holds_the_contract_features_and_a_named_or_hashed_split():
@@ -341,16 +373,14 @@ def test_counters_report_inputs_rejections_duplicates_conflicts_and_written_exam
     config = config_lib.PreprocessConfig(input=str(root), output="unused", image_size=8)
     pipeline = beam_pipeline()
     listed = pipeline | sources.FolderSource(str(root), sources.SPLIT_FOLDERS)
-    encoded = listed["files"] | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(
-        REJECTED, main="encoded"
+    encoded = (
+        listed["files"]
+        | transforms.CountRepeats()
+        | beam.ParDo(transforms.EncodeImageFn(config)).with_outputs(REJECTED, main="encoded")
     )
-    resolved = (
-        encoded.encoded
-        | beam.GroupByKey()
-        | beam.ParDo(transforms.ResolveDuplicatesFn()).with_outputs(main="unique")
-    )
+    resolved = encoded.encoded | transforms.ResolveDuplicates()
     _ = (
-        resolved.unique
+        resolved["unique"]
         | beam.MapTuple(lambda sha, image: StoredRecord(image.source.split, sha, "cat", b"e"))
         | transforms.WriteShards(str(tmp_path / "out"), requested_shards=0)
     )

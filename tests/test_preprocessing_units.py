@@ -185,12 +185,21 @@ def test_split_given_or_default():
     assert given.to_json_dict()["split"] == "train=1,validation=0,test=0"
 
 
+def outcomes(members, times=None) -> dict[str, list]:
+    """resolve_same_content's outcomes by kind: kept sources, duplicate and rejected entries."""
+    copies = [dedup.Copy(member, (times or {}).get(member.uri, 1)) for member in members]
+    found = {dedup.KEPT: [], dedup.DUPLICATE: [], dedup.REJECTED: []}
+    for outcome in dedup.resolve_same_content(sha("x"), copies):
+        found[outcome.kind].append(outcome.entry or outcome.source)
+    return found
+
+
 def test_duplicates_keep_the_smallest_uri():
     members = [SourceFile("/in/cat/b.jpg", "cat", None), SourceFile("/in/cat/a.jpg", "cat", None)]
-    resolution = dedup.resolve_same_content(sha("x"), members)
-    assert resolution.keeper == members[1]
-    assert resolution.duplicates == [report.duplicate("/in/cat/b.jpg", "/in/cat/a.jpg", "cat")]
-    assert resolution.rejected == []
+    found = outcomes(members)
+    assert found[dedup.KEPT] == [members[1]]
+    assert found[dedup.DUPLICATE] == [report.duplicate("/in/cat/b.jpg", "/in/cat/a.jpg", "cat")]
+    assert found[dedup.REJECTED] == []
 
 
 def test_duplicates_keep_the_held_out_copy_first():
@@ -200,13 +209,24 @@ def test_duplicates_keep_the_held_out_copy_first():
         SourceFile("/in/validation/cat/x.jpg", "cat", "validation"),
         SourceFile("/in/z_test/cat/x.jpg", "cat", "test"),
     ]
-    resolution = dedup.resolve_same_content(sha("x"), members)
-    assert resolution.keeper == members[3]
-    assert [entry[contract.LOG_URI] for entry in resolution.duplicates] == [
-        "/in/validation/cat/x.jpg",
-        "/in/train/cat/x.jpg",
+    found = outcomes(members)
+    assert found[dedup.KEPT] == [members[3]]
+    assert sorted(entry[contract.LOG_URI] for entry in found[dedup.DUPLICATE]) == [
         "/in/a/cat/x.jpg",
+        "/in/train/cat/x.jpg",
+        "/in/validation/cat/x.jpg",
     ]
+
+
+def test_a_row_listed_again_is_a_duplicate_of_its_first_listing():
+    kept, other = SourceFile("/in/cat/a.jpg", "cat", None), SourceFile("/in/cat/b.jpg", "cat", None)
+    found = outcomes([kept, other], times={"/in/cat/a.jpg": 3, "/in/cat/b.jpg": 2})
+    assert found[dedup.KEPT] == [kept]
+    assert (
+        sorted(e[contract.LOG_URI] for e in found[dedup.DUPLICATE])
+        == [kept.uri] * 2 + [other.uri] * 2
+    )
+    assert {e[contract.LOG_DUPLICATE_OF] for e in found[dedup.DUPLICATE]} == {kept.uri}
 
 
 def test_the_same_content_under_two_labels_rejects_every_copy():
@@ -215,13 +235,21 @@ def test_the_same_content_under_two_labels_rejects_every_copy():
         SourceFile("/in/cat/x.jpg", "cat", None),
         SourceFile("/in/cat/y.jpg", "cat", None),
     ]
-    resolution = dedup.resolve_same_content(sha("x"), members)
-    assert resolution.keeper is None and resolution.duplicates == []
-    assert [entry[contract.LOG_URI] for entry in resolution.rejected] == sorted(
-        member.uri for member in members
+    found = outcomes(members, times={"/in/cat/y.jpg": 2})
+    assert found[dedup.KEPT] == [] and found[dedup.DUPLICATE] == []
+    rejected = found[dedup.REJECTED]
+    assert sorted(entry[contract.LOG_URI] for entry in rejected) == sorted(
+        [member.uri for member in members] + ["/in/cat/y.jpg"]
     )
-    assert {entry[contract.LOG_REASON] for entry in resolution.rejected} == {dedup.LABEL_CONFLICT}
-    assert "labelled cat, dog" in resolution.rejected[0][contract.LOG_DETAIL]
+    assert {entry[contract.LOG_REASON] for entry in rejected} == {dedup.LABEL_CONFLICT}
+    assert "labelled cat, dog in 4 files" in rejected[0][contract.LOG_DETAIL]
+
+
+def test_a_conflict_of_many_rows_names_a_few_and_counts_the_rest():
+    members = [SourceFile(f"/in/{label}/{i:04}.jpg", label, None) for i in range(500)
+               for label in ("cat", "dog")]  # fmt: skip
+    [detail] = {e[contract.LOG_DETAIL] for e in outcomes(members)[dedup.REJECTED]}
+    assert detail.count("/in/") == dedup.NAMED_IN_CONFLICT and "and 995 more" in detail
 
 
 # report and sources
