@@ -6,8 +6,11 @@ exceed many times over.
 """
 
 import json
+import os
 import resource
 import socket
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -17,9 +20,9 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from objrec import contract
 from serving import rest, servable
-from tests.serving_fixtures import copy_version, running_server
+from tests.serving_fixtures import copy_version, encode_png, running_server
 from tests.test_serving_rest import call
-from tests.test_serving_server import outputs_of, predict_request, sample_images
+from tests.test_serving_server import outputs_of, predict_request, sample_images, wait_for
 
 MIB = 1024 * 1024
 
@@ -142,3 +145,49 @@ def test_after_every_attack_memory_is_bounded_and_good_requests_succeed(server, 
     response = stub.Predict(predict_request(sample_images()), timeout=30)
     assert outputs_of(response)[contract.OUTPUT_VALID].tolist() == [True, True, True]
     assert np.isfinite(outputs_of(response)[contract.OUTPUT_PROBABILITIES]).all()
+
+
+def resident_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def answers(stub, request) -> bool:
+    try:
+        stub.Predict(request, timeout=10)
+    except grpc.RpcError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_large_image_leaves_no_memory_behind_in_objrec_serve(toy_version, tmp_path):
+    """A 7000 x 7000 PNG (within the pixel limit) decoded twice by the real `objrec-serve`
+    process: its working set (~1 GB as float pixels) is given back once answered. With
+    oneDNN's pooled allocator (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0) 742 MiB stayed."""
+    base_path = tmp_path / "objrec"
+    copy_version(toy_version, base_path, 1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
+    command = [sys.executable, "-m", "serving.server", "--model_base_path", str(base_path),
+               "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as server:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                wait_for(lambda: answers(stub, predict_request(sample_images())), timeout=120)
+                before = resident_mib(server.pid)
+                large = predict_request([encode_png(np.zeros((7000, 7000, 3), np.uint8))])
+                for _ in range(2):
+                    response = stub.Predict(large, timeout=300)
+                    assert outputs_of(response)[contract.OUTPUT_VALID].tolist() == [True]
+                grown = resident_mib(server.pid) - before
+        finally:
+            server.terminate()
+    print(f"objrec-serve resident memory after two 7000 x 7000 PNGs: +{grown:.0f} MiB")
+    assert grown < 300
