@@ -309,6 +309,14 @@ def finish(config: config_lib.PreprocessConfig) -> dict:
     if unaccounted:
         raise RuntimeError(f"{unaccounted} inputs are missing from records and logs: a bug")
     print(report.format_summary(metadata, config.output))
+    train = metadata[contract.META_SPLITS].get(contract.TRAIN, {})
+    if not train.get(contract.META_NUM_EXAMPLES):
+        raise PreprocessError(
+            f"no training example written to {config.output}: every input of {config.input} "
+            f"was rejected or a duplicate (reasons in "
+            f"{contract.log_file_name(contract.REJECTED_PREFIX)}), or --split gives train "
+            "nothing; fix the inputs or the split and rerun into an empty --output"
+        )
     check_class_sizes(metadata, config)
     return metadata
 
@@ -338,7 +346,10 @@ def main() -> None:
     try:
         run()
     except PreprocessError as error:
-        sys.exit(f"objrec-preprocess: error: {error}")
+        # Exit 2, as argparse's usage errors: the user's to fix (a Kubernetes Job or a
+        # workflow does not retry it).
+        print(f"objrec-preprocess: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -345,7 +346,7 @@ def test_square_resize_modes_store_square_images(tmp_path, resize_mode):
 
 @pytest.mark.slow
 def test_header_over_max_pixels_is_rejected_before_decoding(tmp_path):
-    write_class_images(tmp_path / "in", {"a": 1})
+    write_class_images(tmp_path / "in", {"a": 3})  # one lands in train
     write(tmp_path / "in" / "a" / "big.png", encode(Image.new("RGB", (100, 100)), "PNG"))
     flags = ("--max_pixels", "5000", "--image_size", "16")
     metadata = run_job(tmp_path / "in", tmp_path / "out", *flags)
@@ -407,11 +408,24 @@ def test_bad_flags_exit_with_the_flag_named(tmp_path, capsys):
     assert "--split fractions add up to 0.9, not 1" in capsys.readouterr().err
 
 
-def test_main_prints_one_line_for_user_errors(tmp_path, monkeypatch):
+def test_main_prints_one_line_for_user_errors(tmp_path, monkeypatch, capsys):
     argv = ["objrec-preprocess", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path)]
     monkeypatch.setattr("sys.argv", argv)
-    with pytest.raises(SystemExit, match=r"^objrec-preprocess: error: --input .*nowhere"):
+    with pytest.raises(SystemExit) as exit_info:
         pipeline.main()
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert re.match(r"^objrec-preprocess: error: --input .*nowhere", line)
+
+
+def test_a_job_that_writes_no_training_example_fails(tmp_path):
+    """Every image bad: the logs and metadata are written, and the job is an error."""
+    write(tmp_path / "in" / "cat" / "a.png", b"not a png")
+    write(tmp_path / "in" / "dog" / "b.png", b"")
+    with pytest.raises(PreprocessError, match=r"no training example written to .*every input"):
+        run_job(tmp_path / "in", tmp_path / "out")
+    rejected = read_log(tmp_path / "out", contract.REJECTED_PREFIX)
+    assert len(rejected) == 2
 
 
 @pytest.mark.slow
