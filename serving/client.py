@@ -385,7 +385,12 @@ def to_predictions(outputs: Mapping[str, np.ndarray], top_k: int) -> list[Predic
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The objrec-predict command line."""
-    parser = argparse.ArgumentParser(prog="objrec-predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="objrec-predict",
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 every file labelled; 2 a usage error or a file that got no "
+        "label (after every row is printed); 1 the server could not be reached or failed.",
+    )
     parser.add_argument(
         "paths",
         nargs="*",
@@ -473,20 +478,32 @@ def client_from_args(args: argparse.Namespace) -> PredictionClient:
 
 def predict_paths(
     client: PredictionClient, paths: Sequence[str], top_k: int | None, as_json: bool
-) -> None:
-    """Predicts every image file, printing one row (or JSON line) per file as results arrive."""
+) -> int:
+    """Predicts every image file, printing one row (or JSON line) per file as results arrive.
+
+    Returns:
+        How many files got no label (unreadable, too large, not an image).
+    """
     files = image_files.find(paths)
     if not files:
         raise FileNotFoundError(f"no image files in {' '.join(paths)}")
     formatter = report.Formatter(as_json, path_width=max(len(path) for path in files))
     # Read a few requests' worth of files at a time: bounded memory on any folder size.
     chunk_size = client.batch_size * 8
+    failed = 0
     for start in range(0, len(files), chunk_size):
         rows = predict_files(client, files[start : start + chunk_size], top_k)
         if start == 0:  # after the first answer, so an error is not preceded by a header
             print(formatter.header(), end="")
         for row in rows:
             print(formatter.row(row), flush=True)
+            failed += row.problem is not None
+    if failed:
+        print(
+            f"objrec-predict: {failed} of {len(files)} files got no label (see their rows)",
+            file=sys.stderr,
+        )
+    return failed
 
 
 def predict_files(
@@ -510,15 +527,16 @@ def print_status(client: PredictionClient, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the command; returns the exit code (1: transport or server error, 2: usage)."""
+    """Runs the command; returns the exit code (1: transport or server error, 2: usage, or
+    files that got no label: every other file's row is printed first)."""
     try:
         with client_from_args(args) as client:
             if args.status:
                 print_status(client, args.json)
             elif args.evaluate:
                 print(evaluation.evaluate_folder(client, args.evaluate, args.json), end="")
-            else:
-                predict_paths(client, args.paths, args.top_k, args.json)
+            elif predict_paths(client, args.paths, args.top_k, args.json):
+                return 2
     except grpc.RpcError as error:
         print(f"objrec-predict: {describe_rpc_error(error, args)}", file=sys.stderr)
         return 1

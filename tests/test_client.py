@@ -311,7 +311,8 @@ def test_cli_prints_a_table_and_marks_files_that_are_not_images(address, tmp_pat
     argv = ["--server", address, "--batch_size", "2", str(photos), str(photos / "notes.txt")]
     code, out, err = run_cli(argv, capsys)
 
-    assert code == 0, err
+    # Every row printed, then exit 2 with one line: two of the four files got no label.
+    assert code == 2 and err == "objrec-predict: 2 of 4 files got no label (see their rows)\n"
     header, *rows = out.splitlines()
     assert header.split() == ["path", "label", "score", "top-k"]
     assert [row.split()[0] for row in rows] == image_files.find([str(photos)]) + [
@@ -326,7 +327,7 @@ def test_cli_json_lines(address, tmp_path, capsys):
     photos = write_image_folder(tmp_path)
     code, out, err = run_cli(["--server", address, "--json", "--top_k", "2", str(photos)], capsys)
 
-    assert code == 0, err
+    assert code == 2, err  # broken.jpg
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["valid"] for line in lines] == [True, False, True]
     assert lines[0]["label"] in LABELS
@@ -393,7 +394,12 @@ def test_cli_module_entry_point(address, tmp_path):
         [sys.executable, "-m", "serving.client", "--server", address, "--json", str(photos)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    # broken.jpg has no label: the command fails, after printing every file's line.
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.splitlines()[-1]
+        == "objrec-predict: 1 of 3 files got no label (see their rows)"
+    )
     assert len(result.stdout.splitlines()) == 3
 
 
