@@ -29,6 +29,24 @@ def test_from_scratch_trains_every_layer_from_the_first_step():
     assert {v.path for v in variables} >= {"conv1_conv/kernel", "probabilities/kernel"}
     assert config.label_smoothing == 0.1 and config.weight_decay > 0
     assert config.random_erasing > 0 and config.crop_augmentation == "pad_crop"
+    model_lib.set_batchnorm_momentum(model, config.batchnorm_momentum)
+    momenta = {layer.momentum for layer in model_lib.backbone_of(model).layers
+               if isinstance(layer, keras.layers.BatchNormalization)}  # fmt: skip
+    assert momenta == {0.9}
+
+
+def test_batchnorm_momentum_sets_how_fast_the_moving_statistics_follow():
+    """One training step on a batch of mean 50: the moving mean moves by 1 - momentum."""
+    model = model_lib.build_model(3, 32, "none")
+    model_lib.set_batchnorm_momentum(model, 0.9)
+    model(np.full((2, 32, 32, 3), 50.0, np.float32), training=True)
+    first_bn = next(layer for layer in model_lib.backbone_of(model).layers
+                    if isinstance(layer, keras.layers.BatchNormalization))  # fmt: skip
+    model_lib.set_batchnorm_momentum(model, 0.99)
+    moved_fast = float(np.abs(first_bn.moving_mean.numpy()).max())
+    model(np.full((2, 32, 32, 3), 50.0, np.float32), training=True)
+    moved_slow = float(np.abs(first_bn.moving_mean.numpy()).max()) - moved_fast
+    assert moved_fast > 5 * abs(moved_slow) > 0
 
 
 def test_a_pretrained_backbone_gets_the_two_phases(tmp_path):

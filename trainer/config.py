@@ -75,6 +75,12 @@ class TrainConfig:
         None, "Probability of erasing a random rectangle of each training image.", float
     )
     label_smoothing: float | None = _flag(None, "Label smoothing of the cross-entropy.", float)
+    batchnorm_momentum: float | None = _flag(
+        None,
+        "Momentum of BatchNorm's moving statistics when it trains (from scratch); Keras's 0.99 "
+        "suits thousands of steps, 0.9 (PyTorch's) a few hundred.",
+        float,
+    )
     ema_momentum: float | None = _flag(
         None,
         "Exponential moving average of the weights, updated every step with this momentum; "

@@ -117,6 +117,18 @@ def zero_init_residual_branches(backbone: keras.Model) -> None:
             layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
 
 
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """The moving statistics' momentum of every BatchNorm layer (used when BatchNorm trains).
+
+    After n steps, momentum**n of the statistics is still their start (mean 0, variance 1):
+    at Keras's 0.99 that is 20% after 160 steps (a few hundred images, 20 epochs), whose
+    evaluation then normalises with statistics the network never had; at 0.9 nothing.
+    """
+    for layer in backbone_of(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def build_backbone(input_size: int, weights: str) -> keras.Model:
     """ResNet50 without its top; `weights` is imagenet, none, a `.weights.h5` path or a job
     directory whose trained backbone is the starting point."""

@@ -411,6 +411,7 @@ def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], step
         model = model_lib.build_model(
             info.num_classes, config.input_size, config.weights, config.dropout
         )
+        model_lib.set_batchnorm_momentum(model, config.batchnorm_momentum)
         optimizers = {}
         for phase in phases:
             variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
