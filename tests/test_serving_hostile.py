@@ -20,7 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from objrec import contract
 from serving import rest, servable
-from tests.serving_fixtures import copy_version, encode_png, running_server
+from tests.serving_fixtures import copy_version, encode_png, free_port, running_server
 from tests.test_serving_rest import call
 from tests.test_serving_server import outputs_of, predict_request, sample_images, wait_for
 
@@ -168,9 +168,7 @@ def test_a_large_image_leaves_no_memory_behind_in_objrec_serve(toy_version, tmp_
     oneDNN's pooled allocator (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0) 742 MiB stayed."""
     base_path = tmp_path / "objrec"
     copy_version(toy_version, base_path, 1)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
     command = [sys.executable, "-m", "serving.server", "--model_base_path", str(base_path),
                "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip

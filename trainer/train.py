@@ -138,8 +138,8 @@ class TrainState(tf.Module):
 class BestWeights(tf.Module):
     """A copy of the model weights at the best validation loss of the current phase."""
 
-    def __init__(self, model: keras.Model):
-        super().__init__(name="best_weights")
+    def __init__(self, model: keras.Model, name: str = "best_weights"):
+        super().__init__(name=name)
         self._model = model
         self.copies = [tf.Variable(v.value, trainable=False) for v in model.weights]
 
@@ -154,7 +154,7 @@ class BestWeights(tf.Module):
             variable.assign(copy)
 
 
-class AveragedWeights(tf.Module):
+class AveragedWeights(BestWeights):
     """An exponential moving average of every model weight, BatchNorm statistics included.
 
     Keras's optimizer option (`use_ema`) averages only the trainable variables, pairing the
@@ -164,11 +164,9 @@ class AveragedWeights(tf.Module):
     """
 
     def __init__(self, model: keras.Model, momentum: float):
-        super().__init__(name="averaged_weights")
-        self._model = model
+        super().__init__(model, name="averaged_weights")
         self._momentum = momentum
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.copies = [tf.Variable(v.value, trainable=False) for v in model.weights]
 
     def update(self):
         """One step of the average (called in the train function, cross-replica)."""
@@ -187,11 +185,9 @@ class AveragedWeights(tf.Module):
             variable.assign(copy)
             copy.assign(raw)
 
-    @tf.function
     def reset(self):
         """Starts the average again from the model's weights (a new phase)."""
-        for copy, variable in zip(self.copies, self._model.weights, strict=True):
-            copy.assign(variable.value)
+        self.keep()
         self.updates.assign(0)
 
 
@@ -474,7 +470,7 @@ def finish_phase(trainee: Trainee, backup: Backup):
     if bool(state.has_best.numpy()):
         trainee.best.restore_into_model()
     elif trainee.averaged is not None:
-        trainee.averaged.swap()
+        trainee.averaged.restore_into_model()
     if trainee.averaged is not None:
         trainee.averaged.reset()
     state.phase.assign_add(1)
