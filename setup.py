@@ -20,15 +20,17 @@ setuptools.setup(
     version="0.1.0",
     description="Labelled image folders to an image classifier served by TensorFlow Serving.",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["objrec", "preprocessing", "trainer", "serving"]),
+    packages=setuptools.find_packages(
+        include=["objrec", "objrec.*", "preprocessing", "trainer", "serving", "serving.*"]
+    ),
     install_requires=read_requirements("requirements.txt"),
     extras_require={"dev": read_requirements("requirements-dev.txt")},
     entry_points={
         "console_scripts": [
             "objrec-preprocess=preprocessing.pipeline:main",
             "objrec-train=trainer.task:main",
-            "objrec-serve=serving.server:main",
-            "objrec-predict=serving.client:main",
+            "objrec-serve=serving.dev_server.server:main",
+            "objrec-predict=serving.client.cli:main",
         ]
     },
 )

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from objrec.testing import free_port  # noqa: E402
 from preprocessing import sample_data  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
@@ -48,12 +48,6 @@ def command(name: str, *args: str, log: str) -> None:
     with open(log, "a") as out:
         subprocess.run([os.path.join(BIN, name), *args], check=True, stdout=out,
                        stderr=subprocess.STDOUT, env=QUIET)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def served_accuracy(job_dir: str, test_dir: str, log: str) -> float:
@@ -229,8 +223,12 @@ def main() -> None:
     parser.add_argument("--lever", action="append", default=[],
                         help="seed scale: also train with these extra objrec-train flags, e.g. "
                         "--lever '--ema_momentum 0.999' (repeatable)")  # fmt: skip
-    parser.add_argument("--no_peers", dest="peers", action="store_false",
-                        help="seed scale: objrec only, without the two peers (about 17 min less)")
+    parser.add_argument(
+        "--no_peers",
+        dest="peers",
+        action="store_false",
+        help="seed scale: objrec only, without the two peers (about 17 min less)",
+    )
     parser.add_argument("--pretrain_per_class", type=int, default=1000)
     parser.add_argument("--target_per_class", type=int, default=62)
     parser.add_argument("--work_dir", default=None, help="default: a new temporary directory")

@@ -1,9 +1,9 @@
-"""Load test of the development server (`serving.server`, not TF Serving), restart included.
+"""Load test of the development server (`serving.dev_server`, not TF Serving), restart included.
 
     python benchmarks/load_test.py [--model_base_path JOB_DIR/export/objrec] \
         [--clients 8] [--requests 500] [--restarts 1]
 
-Starts `python -m serving.server` on 127.0.0.1 (loopback only) as a subprocess, then runs
+Starts `python -m serving.dev_server` on 127.0.0.1 (loopback only) as a subprocess, then runs
 `--clients` threads, each with its own PredictionClient (its own channel), sending `--requests`
 Predict calls in all, one real image each (Fashion-MNIST test photos, PNG). When half the
 requests are done it stops the server with SIGTERM and starts it again on the same port; the
@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,16 +36,12 @@ import numpy as np  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from objrec import contract  # noqa: E402
+from objrec.testing import TINY_TRAINING_FLAGS, free_port  # noqa: E402
 from serving.client import PredictionClient  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A restart here takes 5-10 s (TensorFlow import, model load): the deadline leaves room.
 DEFAULT_TIMEOUT_SECONDS = 60.0
-TINY_TRAINING_FLAGS = (
-    "--weights", "none", "--batch_size", "8",
-    "--head_epochs", "1", "--fine_tune_epochs", "1", "--fine_tune_from", "conv5_block3",
-    "--seed", "1", "--strategy", "one_device",
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +82,8 @@ def tiny_export(work_dir: str, input_size: int = 32) -> str:
     (about 20 s at 32; minutes at 224, where ResNet50 trains at 1.5 images/s here).
     """
     from preprocessing import pipeline, sample_data
-    from trainer import config as config_lib
-    from trainer import train
+    from trainer import flags as train_flags
+    from trainer import job
 
     images = os.path.join(work_dir, "images")
     sample_data.write_sample_folder(images, per_class=8)
@@ -97,8 +92,8 @@ def tiny_export(work_dir: str, input_size: int = 32) -> str:
     pipeline.run(["--input", images, "--output", data_dir, "--image_size", stored_size])
     job_dir = os.path.join(work_dir, "job")
     flags = ["--data_dir", data_dir, "--job_dir", job_dir, "--input_size", str(input_size)]
-    config = config_lib.parse_flags([*flags, *TINY_TRAINING_FLAGS])
-    train.train_and_evaluate(config)
+    config = train_flags.parse_flags([*TINY_TRAINING_FLAGS, *flags])
+    job.train_and_evaluate(config)
     return os.path.join(job_dir, contract.EXPORT_DIR, contract.DEFAULT_MODEL_NAME)
 
 
@@ -116,15 +111,8 @@ def sample_images(work_dir: str, count: int = 20) -> list[bytes]:
     return images
 
 
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class ServerProcess:
-    """`python -m serving.server` on 127.0.0.1:port, started and stopped like a pod."""
+    """`python -m serving.dev_server` on 127.0.0.1:port, started and stopped like a pod."""
 
     def __init__(self, model_base_path: str, port: int, log_path: str):
         self.model_base_path = model_base_path
@@ -136,7 +124,7 @@ class ServerProcess:
         """Starts the server and waits until its health service says SERVING; returns seconds."""
         started = time.perf_counter()
         command = [
-            sys.executable, "-m", "serving.server", "--model_base_path", self.model_base_path,
+            sys.executable, "-m", "serving.dev_server", "--model_base_path", self.model_base_path,
             "--port", str(self.port), "--host", "127.0.0.1", "--grace_period_seconds", "10",
         ]  # fmt: skip
         with open(self.log_path, "a") as log:
@@ -308,7 +296,7 @@ def report(run: LoadRun, wall_seconds: float) -> int:
     args = run.args
     failed = [outcome for outcome in run.outcomes if outcome.error]
     print(
-        f"objrec load test - development server (serving.server), not TF Serving; "
+        f"objrec load test - development server (serving.dev_server), not TF Serving; "
         f"{os.cpu_count()} CPU cores shared by server and clients"
     )
     print(f"{args.clients} clients, {args.requests} requests, {args.restarts} restart(s)")

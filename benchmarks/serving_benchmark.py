@@ -1,4 +1,4 @@
-"""Batch-1 latency of the DEVELOPMENT server (serving.server) - not TF Serving - and request sizes.
+"""Batch-1 latency of the DEVELOPMENT server (serving.dev_server, not TF Serving), request sizes.
 
     python benchmarks/serving_benchmark.py [--model_base_path JOB_DIR/export/objrec] [--calls 200]
 
@@ -40,10 +40,10 @@ from PIL import Image  # noqa: E402
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from objrec import contract  # noqa: E402
-from serving import tensors  # noqa: E402
-from serving.config import ServerConfig  # noqa: E402
-from serving.servable import SavedModelServable  # noqa: E402
-from serving.server import ModelServer  # noqa: E402
+from objrec.savedmodel import tensors  # noqa: E402
+from serving.dev_server.config import ServerConfig  # noqa: E402
+from serving.dev_server.servable import SavedModelServable  # noqa: E402
+from serving.dev_server.server import ModelServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load_test  # noqa: E402
@@ -168,7 +168,7 @@ def request_sizes(size: tuple[int, int]) -> dict[str, int]:
 
 def print_timings(all_timings: Sequence[Timings], args) -> None:
     print(
-        "objrec serving benchmark - the DEVELOPMENT server (serving.server, Python gRPC), "
+        "objrec serving benchmark - the DEVELOPMENT server (serving.dev_server, Python gRPC), "
         "NOT TF Serving"
     )
     print(

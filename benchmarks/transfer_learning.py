@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from preprocessing import pipeline, sample_data  # noqa: E402
-from trainer import config as config_lib  # noqa: E402
-from trainer import export, input_pipeline, train  # noqa: E402
+from trainer import checkpoints, input_pipeline, job  # noqa: E402
+from trainer import flags as train_flags  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 COMMON_FLAGS = ["--input_size", "32", "--batch_size", "32", "--early_stopping_patience", "0"]
@@ -46,10 +46,10 @@ def preprocess(images: str, split: str = "train=0.8,validation=0.1,test=0.1") ->
 
 
 def train_job(data_dir: str, job_dir: str, flags: list[str]) -> dict:
-    config = config_lib.parse_flags(
+    config = train_flags.parse_flags(
         ["--data_dir", data_dir, "--job_dir", job_dir, *COMMON_FLAGS, *flags]
     )
-    train.train_and_evaluate(config)
+    job.train_and_evaluate(config)
     with open(os.path.join(job_dir, "eval", "metrics.json")) as file:
         return json.load(file)
 
@@ -58,7 +58,7 @@ def save_backbone(job_dir: str, data_dir: str, path: str) -> str:
     """The trained backbone of a job, as a weights file `--weights` accepts."""
     info = input_pipeline.load_dataset_info(data_dir)
     model = model_lib.build_model(info.num_classes, 32, "none")
-    tf.train.Checkpoint(model=model).read(export.final_weights_path(job_dir)).expect_partial()
+    tf.train.Checkpoint(model=model).read(checkpoints.final_weights_path(job_dir)).expect_partial()
     model_lib.backbone_of(model).save_weights(path)
     return path
 

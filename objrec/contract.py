@@ -1,7 +1,8 @@
 """The names every stage relies on: file layout, TFRecord features, SavedModel signatures.
 
 Preprocessing writes them, the trainer and the exported model read them, the serving client
-asks for them. Each name has exactly one spelling, here; see DESIGN.md for what each means.
+asks for them. Each name has exactly one spelling, here; docs/contracts.md says what each
+means.
 """
 
 SCHEMA_VERSION = 1
@@ -24,11 +25,6 @@ DEFAULT_RESIZE_MODE = "shorter_side"
 def shard_file_name(split: str, index: int, num_shards: int) -> str:
     """`train-00003-of-00016.tfrecord`: the name of one shard of a split."""
     return f"{split}-{index:05d}-of-{num_shards:05d}{TFRECORD_SUFFIX}"
-
-
-def shard_glob(split: str) -> str:
-    """The glob matching every shard of a split, relative to the dataset directory."""
-    return f"{split}-?????-of-?????{TFRECORD_SUFFIX}"
 
 
 # tf.train.Example features of one stored image.
@@ -83,6 +79,29 @@ METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 FINAL_WEIGHTS = "final"  # JOB_DIR/checkpoints/final: the trained (early-stopping best) weights
+HISTORY_FILE = "history.json"  # JOB_DIR/eval/history.json: one record per epoch
+TRAINING_CURVES_PICTURE = "training_curves.png"  # JOB_DIR/eval/...
+CONFUSION_MATRIX_PICTURE = "confusion_matrix.png"
+SAMPLE_PREDICTIONS_PICTURE = "sample_predictions.png"
+EVAL_PICTURES = (TRAINING_CURVES_PICTURE, CONFUSION_MATRIX_PICTURE, SAMPLE_PREDICTIONS_PICTURE)
+
+# eval/metrics.json keys (the client's --evaluate prints the same, without top_k and split).
+METRIC_NUM_EXAMPLES = "num_examples"
+METRIC_ACCURACY = "accuracy"
+METRIC_PRECISION_MACRO = "precision_macro"
+METRIC_RECALL_MACRO = "recall_macro"
+METRIC_F1_MACRO = "f1_macro"
+METRIC_PER_CLASS = "per_class"  # label -> {precision, recall, f1, support}
+METRIC_PRECISION = "precision"
+METRIC_RECALL = "recall"
+METRIC_F1 = "f1"
+METRIC_SUPPORT = "support"
+METRIC_CONFUSION_MATRIX = "confusion_matrix"  # rows true classes, columns predicted
+METRIC_LABELS = "labels"
+METRIC_TOP_K = "top_k"
+METRIC_TOP_K_ACCURACY = "top_k_accuracy"
+METRIC_SPLIT = "split"  # the split evaluated: test, else validation
+METRIC_NUM_INVALID = "num_invalid"  # the client's: images the served model could not decode
 
 # SavedModel signatures.
 DEFAULT_MODEL_NAME = "objrec"
@@ -99,9 +118,13 @@ MAX_TOP_K = 5
 WARMUP_FILE = "tf_serving_warmup_requests"
 ASSETS_EXTRA_DIR = "assets.extra"
 
-# TF Serving's default ports.
+# TF Serving's gRPC API: its default port, services and the message size objrec's server
+# and client accept by default (a batch of 16 photos of 4 MB each).
 DEFAULT_GRPC_PORT = 8500
-DEFAULT_REST_PORT = 8501
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+MIB = 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * MIB
 
 
 def top_k_for(num_classes: int) -> int:

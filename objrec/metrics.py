@@ -4,6 +4,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from objrec import contract
+
 
 def confusion_matrix(true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int):
     """Rows are true classes, columns predicted classes."""
@@ -25,18 +27,22 @@ def label_metrics(true_ids: np.ndarray, predicted_ids: np.ndarray, labels: Seque
     precision = _safe_divide(true_positives, matrix.sum(axis=0))
     recall = _safe_divide(true_positives, matrix.sum(axis=1))
     f1 = _safe_divide(2 * precision * recall, precision + recall)
+    per_class = {
+        label: {
+            contract.METRIC_PRECISION: float(p),
+            contract.METRIC_RECALL: float(r),
+            contract.METRIC_F1: float(f),
+            contract.METRIC_SUPPORT: int(s),
+        }
+        for label, p, r, f, s in zip(labels, precision, recall, f1, matrix.sum(axis=1), strict=True)
+    }
     return {
-        "num_examples": int(len(true_ids)),
-        "accuracy": float(np.mean(np.asarray(true_ids) == np.asarray(predicted_ids))),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
-        "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(
-                labels, precision, recall, f1, matrix.sum(axis=1), strict=True
-            )
-        },
-        "confusion_matrix": matrix.tolist(),
-        "labels": list(labels),
+        contract.METRIC_NUM_EXAMPLES: int(len(true_ids)),
+        contract.METRIC_ACCURACY: float(np.mean(np.asarray(true_ids) == np.asarray(predicted_ids))),
+        contract.METRIC_PRECISION_MACRO: float(precision.mean()),
+        contract.METRIC_RECALL_MACRO: float(recall.mean()),
+        contract.METRIC_F1_MACRO: float(f1.mean()),
+        contract.METRIC_PER_CLASS: per_class,
+        contract.METRIC_CONFUSION_MATRIX: matrix.tolist(),
+        contract.METRIC_LABELS: list(labels),
     }

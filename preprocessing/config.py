@@ -1,6 +1,6 @@
 """Configuration of the preprocessing job: a frozen dataclass with defaults, and its flags.
 
-Flag names are part of the contract (DESIGN.md); `add_arguments` defines them and
+Flag names are part of the contract (docs/contracts.md); `add_arguments` defines them and
 `config_from_args` turns the parsed flags into a validated `PreprocessConfig`.
 """
 

@@ -15,7 +15,7 @@
    `tf.image.resize(method="bilinear", antialias=True)`; then the center crop or the padding.
 7. `encode_jpeg`: fixed quality and 4:2:0 chroma subsampling, no EXIF: same input, same bytes.
 
-Resize policy for stored size S (`trainer/image_ops.py` implements the same in TensorFlow):
+Resize policy for stored size S (`objrec/savedmodel/decode.py` implements the same in TensorFlow):
 
 - `shorter_side`: shorter side S, aspect ratio kept;
 - `crop`: `shorter_side`, then the central S x S window, offset `(scaled - S) // 2`;

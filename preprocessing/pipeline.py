@@ -32,7 +32,7 @@ minor version must be the launcher's, 3.11 here), then drop --setup_file:
     ... --sdk_container_image us-central1-docker.pkg.dev/PROJECT/objrec/beam-worker:TAG
 
 Add `--dry_run True` to build the Dataflow job (and stage the package in a local temporary
-folder) without credentials or submitting it: tests/test_preprocessing_dataflow.py does.
+folder) without credentials or submitting it: tests/preprocessing/test_dataflow.py does.
 
 Steps: list the inputs -> count rows that list the same file -> read each file once: SHA-256,
 decode, orient, convert, resize, JPEG-encode -> group the sources by hash (keep one copy, log

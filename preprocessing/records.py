@@ -1,4 +1,4 @@
-"""The stored record: a tf.train.Example with the DESIGN.md features, in TFRecord framing."""
+"""The stored record: a tf.train.Example with the contract's features, in TFRecord framing."""
 
 import struct
 

@@ -1,4 +1,4 @@
-"""Splits and shards as pure functions of the content hash (DESIGN.md, "Shards" and "Splits").
+"""Splits and shards as pure functions of the content hash (docs/contracts.md: Shards, Splits).
 
 Split: the first 64 bits of the SHA-256 as a fraction in [0, 1), against the cumulative split
 fractions in contract.SPLITS order. Adding images never moves an existing one.
@@ -21,7 +21,7 @@ BUCKET_HEX_DIGITS = 5
 # Automatic sharding aims at files of ~150 MB: large enough for efficient sequential reads
 # from GCS, small enough that 1,000 of them (a 150 GB dataset) still shuffle well.
 TARGET_SHARD_BYTES = 150_000_000
-# So that up to 16 training workers can each read their own files (DESIGN.md).
+# So that up to 16 training workers can each read their own files (docs/contracts.md).
 MIN_TRAIN_SHARDS = 16
 
 

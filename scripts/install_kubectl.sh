@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs kubectl (which renders Kustomize: `kubectl kustomize`) from the Kubernetes project's
-# signed apt repository on Debian or Ubuntu, unless it is already on PATH. tests/test_deploy.py
+# signed apt repository on Debian or Ubuntu, unless it is already on PATH. tests/deploy/test_manifests.py
 # needs it; cloudbuild.yaml's test step runs this first. KUBECTL_MINOR picks the release line.
 set -euo pipefail
 minor=${KUBECTL_MINOR:-v1.33}

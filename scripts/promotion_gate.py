@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from objrec import contract
 
-DEFAULT_METRICS = ("accuracy", "f1_macro")
+DEFAULT_METRICS = (contract.METRIC_ACCURACY, contract.METRIC_F1_MACRO)
 EXIT_PROMOTE, EXIT_REJECT, EXIT_INPUT_ERROR = 0, 1, 2
 
 
@@ -60,7 +60,7 @@ def job_dir_of(model_base_path: str) -> str:
     """The job directory of a served export: JOB_DIR/export/<model_name> -> JOB_DIR.
 
     Raises:
-        GateInputError: the path is not of the job directory layout (DESIGN.md).
+        GateInputError: the path is not of the job directory layout (docs/contracts.md).
     """
     export_dir = posixpath.dirname(model_base_path.rstrip("/"))
     if posixpath.basename(export_dir) != contract.EXPORT_DIR:
@@ -106,7 +106,7 @@ def compare_metrics(
 def compare_evaluations(candidate: Mapping, serving: Mapping, allow_label_change: bool):
     """(reasons, notes) about what the two evaluations measured: labels, split, size."""
     reasons, notes = [], []
-    if candidate.get("labels") != serving.get("labels"):
+    if candidate.get(contract.METRIC_LABELS) != serving.get(contract.METRIC_LABELS):
         message = (
             f"the labels changed: {serving.get('labels')} -> {candidate.get('labels')}; "
             "the numbers are not comparable"
@@ -125,9 +125,9 @@ def compare_evaluations(candidate: Mapping, serving: Mapping, allow_label_change
 
 def check_golden(report: Mapping, min_accuracy: float) -> tuple[list[str], list[str]]:
     """(reasons, lines) for `objrec-predict --evaluate --json` run against the candidate."""
-    accuracy = metric_value(report, "accuracy", "the golden report")
+    accuracy = metric_value(report, contract.METRIC_ACCURACY, "the golden report")
     invalid = int(metric_value(report, "num_invalid", "the golden report"))
-    total = int(metric_value(report, "num_examples", "the golden report"))
+    total = int(metric_value(report, contract.METRIC_NUM_EXAMPLES, "the golden report"))
     lines = [f"golden: accuracy {accuracy:.4f} on {total} images, {invalid} not decoded"]
     reasons = []
     if invalid:

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,26 +14,9 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
+from objrec import testing  # noqa: E402
+from objrec.testing import TINY_TRAINING_FLAGS  # noqa: E402
 from tests import dataset_fixtures, serving_fixtures  # noqa: E402
-
-TINY_TRAINING_FLAGS = (
-    "--weights",
-    "none",
-    "--input_size",
-    "32",
-    "--batch_size",
-    "8",
-    "--head_epochs",
-    "1",
-    "--fine_tune_epochs",
-    "1",
-    "--fine_tune_from",
-    "conv5_block3",
-    "--seed",
-    "1",
-    "--strategy",
-    "one_device",
-)
 
 
 @pytest.fixture(scope="session")
@@ -47,14 +29,14 @@ def tiny_dataset(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def trained_job(tiny_dataset, tmp_path_factory) -> dict:
     """The tiny model trained once per session: its job dir, summary and config."""
-    from trainer import config as config_lib
-    from trainer import train
+    from trainer import flags as train_flags
+    from trainer import job
 
     job_dir = str(tmp_path_factory.mktemp("job"))
-    config = config_lib.parse_flags(
+    config = train_flags.parse_flags(
         ["--data_dir", tiny_dataset, "--job_dir", job_dir, *TINY_TRAINING_FLAGS]
     )
-    summary = train.train_and_evaluate(config)
+    summary = job.train_and_evaluate(config)
     return {"job_dir": job_dir, "summary": summary, "config": config}
 
 
@@ -65,9 +47,7 @@ def gcs_bucket(monkeypatch):
     from gcp_storage_emulator.server import create_server
     from google.cloud import storage
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = testing.free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket="objrec-test")
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")

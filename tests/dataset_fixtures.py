@@ -6,13 +6,14 @@ end-to-end test uses the real preprocessing output instead.
 
 import io
 import json
+import pathlib
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from objrec import contract
-from preprocessing import records
+from preprocessing import pipeline, records
 
 LABELS = ("circle", "square", "stripes")
 
@@ -96,3 +97,56 @@ def write_dataset(
     with tf.io.gfile.GFile(tf.io.gfile.join(data_dir, contract.LABELS_FILE), "w") as file:
         file.write("\n".join(LABELS) + "\n")
     return data_dir
+
+
+def encode(image: Image.Image, image_format: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **params)
+    return buffer.getvalue()
+
+
+def noise(seed: int, size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def read_log(output_dir: pathlib.Path, prefix: str) -> list[dict]:
+    text = (output_dir / contract.log_file_name(prefix)).read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def read_records(output_dir: pathlib.Path) -> list[dict]:
+    """Every record of every shard, as a dict of feature name to its single value."""
+    paths = sorted(str(path) for path in output_dir.glob(f"*{contract.TFRECORD_SUFFIX}"))
+    parsed = []
+    for serialized in tf.data.TFRecordDataset(paths):
+        features = tf.train.Example.FromString(serialized.numpy()).features.feature
+        parsed.append(
+            {
+                name: (feature.bytes_list.value or feature.int64_list.value)[0]
+                for name, feature in features.items()
+            }
+        )
+    return parsed
+
+
+def run_job(input_dir, output_dir, *flags: str) -> dict:
+    argv = ["--input", str(input_dir), "--output", str(output_dir), *flags]
+    return pipeline.run(argv, save_main_session=False)
+
+
+def write(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def write_class_images(root: pathlib.Path, counts: dict[str, int], first_seed: int = 0) -> None:
+    """`counts[label]` distinct noise images per class, PNG and JPEG, 40 x 30 or 30 x 40."""
+    seed = first_seed
+    for label, count in counts.items():
+        for index in range(count):
+            size = (40, 30) if index % 2 else (30, 40)
+            image_format = "PNG" if index % 3 else "JPEG"
+            name = f"{label}_{seed}.{image_format.lower()}"
+            write(root / label / name, encode(noise(seed, size), image_format))
+            seed += 1

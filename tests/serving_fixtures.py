@@ -1,98 +1,47 @@
-"""A tiny stand-in for the trainer's export, with exactly the SavedModel signature contract.
+"""A tiny export for the serving tests, written by the trainer's own export code.
 
-`serving/` must rely on the contract only (DESIGN.md, "SavedModel signatures"), so its tests run
-against this toy model: same signature names, input and output keys, dtypes and shapes as the
-real export, a fixed random dense layer instead of ResNet50. Saved with `tf.saved_model.save`
-like the trainer's export, with variables, so loading it exercises variable restore too.
+`serving/` relies on the SavedModel contract only (docs/contracts.md, "SavedModel
+signatures"), so its tests run against a toy model exported as the trainer exports: the same
+signatures, in-graph decode, input and output keys, dtypes and shapes, with one fixed random
+dense layer instead of ResNet50 so that an export takes seconds.
 """
 
 import contextlib
+import json
 import pathlib
 import shutil
-import socket
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2
 
 from objrec import contract
-from serving.config import ServerConfig
-from serving.server import ModelServer
+from objrec.savedmodel import signatures, tensors
+from serving.dev_server.config import ServerConfig
+from serving.dev_server.server import ModelServer
 
 LABELS = ("cat", "dog", "frog")
 # A second, different model: more classes than K, so top-k is really a cut.
 OTHER_LABELS = ("ant", "bee", "cow", "dog", "eel", "fox")
-# Leading bytes of the formats the contract accepts: JPEG, PNG, GIF, BMP. Checked before decoding
-# so that a non-image input gives valid=False instead of an op error failing the whole batch.
-IMAGE_MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# The toy export's pixel limit (the trainer's default is 50 M; tests send small images).
+TOY_MAX_PIXELS = 50_000_000
 
 
-class ToyClassifier(tf.Module):
-    """Resize, one fixed dense layer, softmax, top-k: the real export's signatures, tiny."""
-
-    def __init__(self, labels: Sequence[str], input_size: int, seed: int = 0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        num_features = input_size * input_size * 3
-        self.input_size = input_size
-        self.top_k = contract.top_k_for(len(labels))
-        self.labels = tf.constant(list(labels))
-        self.kernel = tf.Variable(rng.normal(size=(num_features, len(labels))).astype(np.float32))
-        self.bias = tf.Variable(rng.normal(size=(len(labels),)).astype(np.float32))
-
-        size = input_size
-        self.serve_image_bytes = tf.function(
-            self._serve_image_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)],
-        )
-        self.serve_images = tf.function(
-            self._serve_images,
-            input_signature=[
-                tf.TensorSpec([None, size, size, 3], tf.uint8, name=contract.INPUT_IMAGES)
-            ],
-        )
-
-    def _serve_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels, valid = tf.map_fn(
-            self._decode_one,
-            image_bytes,
-            fn_output_signature=(
-                tf.TensorSpec([self.input_size, self.input_size, 3], tf.float32),
-                tf.TensorSpec([], tf.bool),
-            ),
-        )
-        return self._classify(pixels, valid)
-
-    def _serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        valid = tf.ones(tf.shape(images)[:1], tf.bool)
-        return self._classify(tf.cast(images, tf.float32), valid)
-
-    def _decode_one(self, encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        is_image = tf.reduce_any(
-            [tf.strings.substr(encoded, 0, len(magic)) == magic for magic in IMAGE_MAGIC_BYTES]
-        )
-        blank = tf.zeros([self.input_size, self.input_size, 3], tf.float32)
-        pixels = tf.cond(is_image, lambda: self._decode_and_resize(encoded), lambda: blank)
-        return pixels, is_image
-
-    def _decode_and_resize(self, encoded: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(tf.cast(image, tf.float32), [self.input_size, self.input_size])
-
-    def _classify(self, pixels: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = tf.reshape(pixels / 255.0, [tf.shape(pixels)[0], -1])
-        probabilities = tf.nn.softmax(tf.matmul(features, self.kernel) + self.bias)
-        probabilities = tf.where(valid[:, None], probabilities, tf.zeros_like(probabilities))
-        top_k = tf.math.top_k(probabilities, k=self.top_k)
-        class_ids = tf.cast(top_k.indices, tf.int64)
-        return {
-            contract.OUTPUT_PROBABILITIES: probabilities,
-            contract.OUTPUT_TOP_K_CLASSES: tf.gather(self.labels, class_ids),
-            contract.OUTPUT_TOP_K_SCORES: top_k.values,
-            contract.OUTPUT_TOP_K_CLASS_IDS: class_ids,
-            contract.OUTPUT_VALID: valid,
-        }
+def toy_classifier(labels: Sequence[str], input_size: int, seed: int) -> keras.Model:
+    """Pixels in [0, 255] to class probabilities through one fixed random dense layer."""
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input([input_size, input_size, 3])
+    features = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(len(labels), activation="softmax")
+    model = keras.Model(inputs, dense(features))
+    num_features = input_size * input_size * 3
+    dense.set_weights([rng.normal(size=(num_features, len(labels))), rng.normal(size=len(labels))])
+    return model
 
 
 def export_toy_model(
@@ -102,18 +51,23 @@ def export_toy_model(
     input_size: int = 8,
     seed: int = 0,
 ) -> pathlib.Path:
-    """Saves the toy classifier to `base_path/<version>/` in TF Serving layout.
+    """Exports the toy classifier to `base_path/<version>/` through the trainer's own export
+    code (`objrec.savedmodel.signatures`): the real signatures and in-graph decode over a
+    model of one dense layer.
 
     Returns:
         The version directory.
     """
-    module = ToyClassifier(labels, input_size, seed)
+    functions = signatures.ServingFunctions(
+        toy_classifier(labels, input_size, seed),
+        tuple(labels),
+        image_size=input_size,
+        resize_mode=contract.DEFAULT_RESIZE_MODE,
+        input_size=input_size,
+        max_pixels=TOY_MAX_PIXELS,
+    )
     version_dir = pathlib.Path(base_path) / str(version)
-    signatures = {
-        contract.SERVING_SIGNATURE: module.serve_image_bytes,
-        contract.PIXELS_SIGNATURE: module.serve_images,
-    }
-    tf.saved_model.save(module, str(version_dir), signatures=signatures)
+    signatures.write_saved_model(functions, str(version_dir))
     return version_dir
 
 
@@ -164,13 +118,6 @@ def copy_version(
     return target
 
 
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(
     model_base_path: pathlib.Path | None = None, **overrides
@@ -205,3 +152,54 @@ def model_config_text(
             lines.append(f'version_labels {{ key: "{label}" value: {version} }}')
         entries.append("  config {\n" + "".join(f"    {line}\n" for line in lines) + "  }\n")
     return "model_config_list {\n" + "".join(entries) + "}\n"
+
+
+def sample_images() -> list[bytes]:
+    """Three images of different formats and sizes."""
+    return [
+        encode_png(random_pixels(1, 12, 10)),
+        encode_jpeg(random_pixels(2, 30, 17)),
+        encode_png(random_pixels(3, 5, 40)),
+    ]
+
+
+def predict_request(
+    images, model_name=contract.DEFAULT_MODEL_NAME, version=None, signature_name=""
+) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+    )
+    if version is not None:
+        request.model_spec.version.value = version
+    request.inputs[contract.INPUT_IMAGE_BYTES].CopyFrom(
+        tensors.to_tensor_proto(np.array(images, dtype=object))
+    )
+    return request
+
+
+def outputs_of(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
+    return {alias: tensors.to_ndarray(proto) for alias, proto in response.outputs.items()}
+
+
+def version_states(server) -> dict[int, str]:
+    return {state.version: state.state for state in server.core.version_states("objrec")}
+
+
+def wait_for(condition, timeout=20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def call(server, path: str, body: object = None) -> tuple[int, dict]:
+    """(HTTP status, JSON) of a GET, or of a POST when there is a body."""
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)

@@ -6,11 +6,9 @@ size that follows the dataset's stored image size. Every such field is still a f
 and an explicit flag always wins.
 """
 
-import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
 
 from objrec import contract
 
@@ -22,7 +20,11 @@ def _flag(default, help_text: str, kind=None, choices=None):
 
 
 CROP_AUGMENTATIONS = ("pad_crop", "resized_crop", "none")
+
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
 PRECISIONS = ("auto", "off", "float16", "bfloat16")
 
 
@@ -130,71 +132,3 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-
-def parse_bool(text: str) -> bool:
-    """true/false, 1/0, yes/no or on/off, as the boolean flags of every objrec command."""
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-RECIPE_EPILOG = """\
-recipes (a flag left out takes its recipe's value; an explicit flag wins):
-{recipes}
-The recipe in force is logged and written to JOB_DIR/run.json."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field, with its help, type, choices and default."""
-    from trainer import recipes  # the recipes' table is shown by --help
-
-    parser = argparse.ArgumentParser(
-        prog="objrec-train",
-        description="Train ResNet50 on an objrec dataset, evaluate it and export a SavedModel.",
-        epilog=RECIPE_EPILOG.format(recipes=recipes.describe()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for field in dataclasses.fields(TrainConfig):
-        flag, meta = f"--{field.name}", field.metadata
-        default = "recipe" if field.default is None else repr(field.default)
-        suffix = "" if field.default == "" else f" (default: {default})"
-        options = {"help": meta["help"] + suffix, "default": field.default}
-        if field.name == "data_dir":
-            options.update(required=True, help=meta["help"])
-        if meta["type"] is bool:
-            options.update(type=parse_bool, nargs="?", const=True, metavar="BOOL")
-        elif meta["type"] is not None:
-            options["type"] = meta["type"]
-        if meta["choices"]:
-            options["choices"] = meta["choices"]
-        parser.add_argument(flag, **options)
-    return parser
-
-
-# Vertex AI custom training names its directories in the environment; explicit flags win.
-VERTEX_ENVIRONMENT = {
-    "job_dir": "AIP_MODEL_DIR",
-    "backup_dir": "AIP_CHECKPOINT_DIR",
-    "log_dir": "AIP_TENSORBOARD_LOG_DIR",
-}
-
-
-def apply_vertex_environment(values: dict, environ: Mapping[str, str]) -> dict:
-    """Fills job_dir, backup_dir and log_dir from Vertex AI's AIP_* variables when unset."""
-    for field, variable in VERTEX_ENVIRONMENT.items():
-        if not values.get(field) and environ.get(variable):
-            values[field] = environ[variable]
-    return values
-
-
-def parse_flags(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Builds the config from command-line flags (and Vertex AI's environment)."""
-    parser = build_parser()
-    values = vars(parser.parse_args(argv))
-    values = apply_vertex_environment(values, os.environ)
-    if not values["job_dir"]:
-        parser.error("--job_dir is required (or set AIP_MODEL_DIR)")
-    return TrainConfig(**values)

@@ -1,7 +1,6 @@
 """Evaluation of a trained model on a held-out split: the numbers of eval/metrics.json."""
 
 import dataclasses
-import json
 
 import keras
 import numpy as np
@@ -9,7 +8,9 @@ import tensorflow as tf
 
 from objrec import contract
 from objrec.metrics import label_metrics
-from trainer import input_pipeline
+from trainer import (
+    input_pipeline,
+)
 from trainer.config import TrainConfig
 
 
@@ -52,8 +53,10 @@ def classification_metrics(
     """Accuracy, top-k accuracy, macro and per-class precision/recall/F1, confusion matrix."""
     metrics = label_metrics(true_ids, np.argmax(probabilities, axis=-1), labels)
     top_k_ids = np.argsort(-probabilities, axis=-1)[:, :top_k]
-    metrics["top_k"] = top_k
-    metrics["top_k_accuracy"] = float(np.mean(np.any(top_k_ids == true_ids[:, None], axis=-1)))
+    metrics[contract.METRIC_TOP_K] = top_k
+    metrics[contract.METRIC_TOP_K_ACCURACY] = float(
+        np.mean(np.any(top_k_ids == true_ids[:, None], axis=-1))
+    )
     return metrics
 
 
@@ -66,12 +69,3 @@ def evaluation_split(info: input_pipeline.DatasetInfo) -> str:
         f"--data_dir {info.data_dir}: no test or validation examples to evaluate on; "
         "preprocess with a --split that holds some out"
     )
-
-
-def write_metrics(job_dir: str, metrics: dict) -> str:
-    eval_dir = tf.io.gfile.join(job_dir, contract.EVAL_DIR)
-    tf.io.gfile.makedirs(eval_dir)
-    path = tf.io.gfile.join(eval_dir, contract.METRICS_FILE)
-    with tf.io.gfile.GFile(path, "w") as file:
-        json.dump(metrics, file, indent=2)
-    return path

@@ -8,6 +8,7 @@ import math
 import tensorflow as tf
 
 from objrec import contract
+from objrec.savedmodel import decode
 from trainer import image_ops
 from trainer.config import TrainConfig
 
@@ -177,7 +178,7 @@ def make_train_dataset(
 
     def prepare(record, seed):
         encoded, label = record
-        image = image_ops.augment(image_ops.decode_stored(encoded), seed, augmentation)
+        image = image_ops.augment(decode.decode_stored(encoded), seed, augmentation)
         return image, tf.one_hot(label, info.num_classes)
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -217,8 +218,8 @@ def make_eval_dataset(
     def prepare(encoded, label, weight):
         image = tf.cond(
             weight > 0,
-            lambda: image_ops.eval_crop(
-                image_ops.decode_stored(encoded), info.image_size, config.input_size
+            lambda: decode.eval_crop(
+                decode.decode_stored(encoded), info.image_size, config.input_size
             ),
             lambda: tf.zeros([config.input_size, config.input_size, 3]),
         )

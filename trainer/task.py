@@ -16,8 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trainer import config as config_lib
-from trainer import train
+from trainer import flags as train_flags
+from trainer import job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,9 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # through absl) are noise.
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    config = config_lib.parse_flags(argv)
+    config = train_flags.parse_flags(argv)
     try:
-        summary = train.train_and_evaluate(config)
+        summary = job.train_and_evaluate(config)
     except ValueError as error:  # DatasetError, WeightsError and flag errors: the user's to fix
         print(f"objrec-train: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,84 @@
+"""`objrec-predict --evaluate`: accuracy of the served model on a labelled folder."""
+
+import json
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from objrec import contract
+from objrec.metrics import label_metrics
+from serving.client import image_files
+
+
+def labelled_files(folder: str) -> list[tuple[str, str]]:
+    """(path, class name) for every image under `folder`'s class subfolders.
+
+    Raises:
+        FileNotFoundError: `folder` has no class subfolder with images.
+    """
+    pairs = []
+    for name in sorted(tf.io.gfile.listdir(folder)):
+        label = name.strip("/")
+        class_dir = os.path.join(folder, label)
+        if label.startswith(".") or not tf.io.gfile.isdir(class_dir):
+            continue
+        pairs.extend((path, label) for path in image_files.images_under(class_dir))
+    if not pairs:
+        raise FileNotFoundError(
+            f"--evaluate {folder}: no images in class subfolders (FOLDER/<class>/<image>)"
+        )
+    return pairs
+
+
+def score(true_labels: Sequence[str], predicted_labels: Sequence[str | None]) -> dict:
+    """Metrics of served predictions (None: the model could not decode the image).
+
+    Undecodable images count as misses in `accuracy`; the per-class figures and the
+    confusion matrix cover the decoded images.
+    """
+    labels = sorted(set(true_labels) | {p for p in predicted_labels if p is not None})
+    index = {label: i for i, label in enumerate(labels)}
+    decoded = [(t, p) for t, p in zip(true_labels, predicted_labels, strict=True) if p]
+    metrics = label_metrics([index[t] for t, _ in decoded], [index[p] for _, p in decoded], labels)
+    metrics[contract.METRIC_ACCURACY] = sum(t == p for t, p in decoded) / len(true_labels)
+    metrics[contract.METRIC_NUM_EXAMPLES] = len(true_labels)
+    metrics[contract.METRIC_NUM_INVALID] = len(true_labels) - len(decoded)
+    return metrics
+
+
+def format_report(metrics: dict, folder: str) -> str:
+    """Accuracy, per-class precision and recall, and the confusion matrix as text."""
+    labels = metrics[contract.METRIC_LABELS]
+    width = max(len(label) for label in labels)
+    accuracy = metrics[contract.METRIC_ACCURACY]
+    count, invalid = metrics[contract.METRIC_NUM_EXAMPLES], metrics[contract.METRIC_NUM_INVALID]
+    lines = [
+        f"{folder}: accuracy {accuracy:.4f} on {count} images ({invalid} not decodable)",
+        f"{'class':<{width}}  precision  recall  support",
+    ]
+    for label in labels:
+        row = metrics[contract.METRIC_PER_CLASS][label]
+        precision, recall = row[contract.METRIC_PRECISION], row[contract.METRIC_RECALL]
+        support = row[contract.METRIC_SUPPORT]
+        lines.append(f"{label:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:7d}")
+    lines.append("confusion matrix (rows: true, columns: predicted, in the order above)")
+    matrix = metrics[contract.METRIC_CONFUSION_MATRIX]
+    lines.extend(" ".join(f"{cell:4d}" for cell in row) for row in matrix)
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_folder(client, folder: str, as_json: bool) -> str:
+    """Predicts every labelled image through `client`; returns the report text."""
+    pairs = labelled_files(folder)
+    chunk_size = client.batch_size * 8
+    predicted = []
+    for start in range(0, len(pairs), chunk_size):
+        chunk = pairs[start : start + chunk_size]
+        images = [image_files.read(path, client.request_budget()) for path, _ in chunk]
+        unreadable = [image.path for image in images if image.data is None]
+        if unreadable:
+            raise OSError(f"cannot send {unreadable[0]}: {images[0].error}")
+        predicted.extend(p.label for p in client.predict([image.data for image in images]))
+    metrics = score([label for _, label in pairs], predicted)
+    return json.dumps(metrics) + "\n" if as_json else format_report(metrics, folder)

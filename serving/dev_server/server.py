@@ -1,0 +1,399 @@
+"""A local model server speaking TF Serving's gRPC (and REST) API, for development and tests.
+
+No `tensorflow_model_server` binary is installable here, so this server stands in for it: it
+loads each SavedModel version through its SignatureDefs exactly as TF Serving does (see
+servable.py) and answers `tensorflow.serving.PredictionService`, `ModelService` and
+`grpc.health.v1.Health` with TF Serving's status codes and messages. Clients cannot tell the
+difference, so the same client code talks to TF Serving on Kubernetes.
+
+Run it on a trainer's export (local path or gs://):
+
+    python -m serving.dev_server --model_base_path JOB_DIR/export/objrec --model_name objrec \
+        --port 8500 --rest_api_port 8501
+    python -m serving.dev_server --model_base_path gs://BUCKET/JOB_DIR/export/objrec \
+        --model_name objrec --port 8500
+
+or on TF Serving's model config file (several models, version policies, version labels;
+see model_config.py), re-read every 30 s:
+
+    python -m serving.dev_server --model_config_file models.config \
+        --model_config_file_poll_wait_seconds 30 --allow_version_labels_for_unavailable_models true
+
+or through the console script `objrec-serve` with the same flags.
+"""
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+
+import grpc
+import tensorflow as tf
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+    status_pb2,
+)
+
+from objrec import contract
+from objrec.flags import parse_bool
+from serving.dev_server import apis, model_config, status
+from serving.dev_server.config import ServerConfig
+from serving.dev_server.rest import RestApiServer
+from serving.dev_server.server_core import ServerCore
+
+
+def aborts_on_error(method: Callable) -> Callable:
+    """Turns ServingErrors into the gRPC status TF Serving would answer with."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except status.ServingError as error:
+            context.abort(error.code, error.message)
+        except Exception:
+            logging.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} internal error")
+
+    return wrapper
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService over a ServerCore."""
+
+    def __init__(self, core: ServerCore):
+        self._core = core
+
+    @aborts_on_error
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        if not request.HasField("model_spec"):
+            raise status.invalid_argument("Missing ModelSpec")
+        return self._core.servable(request.model_spec).predict(request)
+
+    @aborts_on_error
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return apis.model_metadata(self._core, request)
+
+    @aborts_on_error
+    def Classify(self, request, context):  # noqa: N802
+        apis.refuse_for_predict_signature(self._core, request.model_spec, "classify")
+
+    @aborts_on_error
+    def Regress(self, request, context):  # noqa: N802
+        apis.refuse_for_predict_signature(self._core, request.model_spec, "regress")
+
+    @aborts_on_error
+    def MultiInference(self, request, context):  # noqa: N802
+        for task in request.tasks:
+            apis.refuse_for_predict_signature(self._core, task.model_spec, "multi_inference")
+        raise status.invalid_argument("MultiInferenceRequest has no tasks")
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService: version states, and config reloads."""
+
+    def __init__(self, core: ServerCore):
+        self._core = core
+
+    @aborts_on_error
+    def GetModelStatus(self, request, context):  # noqa: N802
+        return apis.model_status(self._core, request)
+
+    @aborts_on_error
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        # As TF Serving: the whole config is replaced (a model left out is unloaded), and a
+        # refused one is an error status with the old config still in force.
+        self._core.reload_config(request.config)
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())
+
+
+class ModelServer:
+    """A ServerCore behind a gRPC server (and optionally a REST one).
+
+    Usable in-process, e.g. in tests:
+
+        with ModelServer(ServerConfig(base_path, port=0, host="127.0.0.1")) as server:
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    """
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self._health = health.HealthServicer()
+        self._set_health(False)
+        self.core = ServerCore(
+            enable_model_warmup=config.enable_model_warmup,
+            session_config=session_config(config.tensorflow_session_parallelism),
+            allow_version_labels_for_unavailable_models=(
+                config.allow_version_labels_for_unavailable_models
+            ),
+            on_availability_change=self._update_health,
+        )
+        self._grpc_server: grpc.Server | None = None
+        self._rest_server: RestApiServer | None = None
+        self.port: int | None = None
+
+    @property
+    def rest_port(self) -> int | None:
+        """The bound REST port, None without a REST API."""
+        return self._rest_server.port if self._rest_server else None
+
+    def start(self) -> int:
+        """Loads the configured models, starts serving and polling; returns the gRPC port.
+
+        Raises:
+            ValueError: the model config is refused (TF Serving's message).
+            OSError: a port cannot be bound.
+        """
+        self._load_initial_config()
+        try:
+            self.port = self._start_grpc()
+            if self.config.rest_api_port is not None:
+                self._rest_server = RestApiServer(self.core, self.config.max_message_bytes)
+                self._rest_server.start(self.config.host, self.config.rest_api_port)
+        except OSError:
+            self.stop(grace=0)
+            raise
+        if self.config.file_system_poll_wait_seconds > 0:
+            self.core.start_polling(self.config.file_system_poll_wait_seconds)
+        if self.config.model_config_file and self.config.model_config_file_poll_wait_seconds > 0:
+            self.core.start_config_polling(
+                self.config.model_config_file, self.config.model_config_file_poll_wait_seconds
+            )
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuses new requests, lets running ones finish for `grace` seconds, unloads."""
+        grace = self.config.grace_period_seconds if grace is None else grace
+        self._health.enter_graceful_shutdown()
+        if self._rest_server is not None:
+            self._rest_server.stop()
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace).wait()
+        self.core.close()
+
+    def __enter__(self) -> "ModelServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _load_initial_config(self) -> None:
+        try:
+            self.core.reload_config(initial_model_server_config(self.config))
+        except status.ServingError as error:
+            hint = ""
+            if error.code == grpc.StatusCode.FAILED_PRECONDITION:
+                # Nothing is loaded before the first config, so TF Serving refuses any label
+                # in it unless told otherwise; the hint saves a trip to its source code.
+                hint = " (start with --allow_version_labels_for_unavailable_models=true)"
+            raise ValueError(f"{error.code.name}: {error.message}{hint}") from None
+
+    def _start_grpc(self) -> int:
+        self._grpc_server = self._build_grpc_server()
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            port = self._grpc_server.add_insecure_port(address)
+        except RuntimeError:  # grpc's only signal that the port cannot be bound
+            raise OSError(f"cannot bind the gRPC port {address}: is it in use?") from None
+        self._grpc_server.start()
+        return port
+
+    def _build_grpc_server(self) -> grpc.Server:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.grpc_max_threads, thread_name_prefix="grpc"
+            ),
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
+                # A single port per server: a second server on the same port is a mistake
+                # that SO_REUSEPORT would silently turn into load balancing.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.core), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        return server
+
+    def _update_health(self) -> None:
+        self._set_health(self.core.is_available())
+
+    def _set_health(self, available: bool) -> None:
+        # Like TF Serving's --enable_grpc_healthcheck_service: SERVING once every model has a
+        # version answering, so a Kubernetes grpc probe keeps traffic away until then.
+        serving_status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", contract.PREDICTION_SERVICE):
+            self._health.set(service, serving_status)
+
+
+def initial_model_server_config(config: ServerConfig) -> model_config.ModelServerConfig:
+    """The models to serve: the config file's, or the one `--model_base_path` names.
+
+    Raises:
+        ValueError: the config file cannot be read or TF Serving would refuse it.
+    """
+    if config.model_config_file:
+        return model_config.read_model_server_config(config.model_config_file)
+    return model_config.single_model_config(
+        config.model_name, config.model_base_path, config.num_versions
+    )
+
+
+def session_config(parallelism: int) -> tf.compat.v1.ConfigProto:
+    """Session threads as TF Serving's --tensorflow_session_parallelism sets them."""
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=parallelism, inter_op_parallelism_threads=parallelism
+    )
+
+
+def serve(config: ServerConfig) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    server = ModelServer(config)
+    port = server.start()
+    # Installed once serving: a signal during startup has nothing to drain and just exits.
+    stop_requested = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop_requested.set())
+    logging.info("Running gRPC ModelServer at %s:%d ...", config.host, port)
+    if server.rest_port is not None:
+        logging.info("Exporting HTTP/REST API at %s:%d ...", config.host, server.rest_port)
+    # Waiting with a timeout keeps the main thread responsive to signals.
+    while not stop_requested.wait(timeout=1.0):
+        pass
+    logging.info("Shutting down, %.0f s for running requests", config.grace_period_seconds)
+    server.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The objrec-serve command line: TF Serving's flag names and defaults."""
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(prog="objrec-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model_base_path",
+        default="",
+        help="JOB_DIR/export/objrec: holds integer version directories",
+    )
+    parser.add_argument("--model_name", default=defaults.model_name)
+    parser.add_argument(
+        "--model_config_file",
+        default=None,
+        help="TF Serving's text-format ModelServerConfig, instead of --model_base_path",
+    )
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=defaults.model_config_file_poll_wait_seconds,
+        help="re-read --model_config_file this often; 0 reads it once",
+    )
+    parser.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=parse_bool,
+        default=defaults.allow_version_labels_for_unavailable_models,
+    )
+    parser.add_argument("--port", type=int, default=defaults.port, help="gRPC port")
+    parser.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=0,
+        help="REST port; 0 (the default) serves no REST API, like TF Serving",
+    )
+    parser.add_argument("--host", default=defaults.host, help="address to bind")
+    parser.add_argument(
+        "--num_versions",
+        type=int,
+        default=None,
+        help=f"how many of the newest versions to keep loaded (default {defaults.num_versions})",
+    )
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=defaults.file_system_poll_wait_seconds,
+    )
+    parser.add_argument("--grpc_max_threads", type=int, default=defaults.grpc_max_threads)
+    parser.add_argument(
+        "--max_message_bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="largest gRPC request or response",
+    )
+    parser.add_argument(
+        "--enable_model_warmup", type=parse_bool, default=defaults.enable_model_warmup
+    )
+    parser.add_argument(
+        "--tensorflow_session_parallelism",
+        type=int,
+        default=defaults.tensorflow_session_parallelism,
+    )
+    parser.add_argument("--grace_period_seconds", type=float, default=defaults.grace_period_seconds)
+    return parser
+
+
+def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exactly one of --model_base_path and --model_config_file, each usable."""
+    if args.model_config_file:
+        if args.model_base_path or args.num_versions is not None:
+            parser.error(
+                "--model_config_file lists the models with their base paths and version "
+                "policies: drop --model_base_path and --num_versions"
+            )
+        return
+    if not args.model_base_path:
+        parser.error("give --model_base_path JOB_DIR/export/objrec, or --model_config_file")
+    if args.num_versions is not None and args.num_versions < 1:
+        parser.error(f"--num_versions {args.num_versions}: keep at least 1 version loaded")
+    if not tf.io.gfile.isdir(args.model_base_path):
+        parser.error(
+            f"--model_base_path {args.model_base_path} is not a directory: "
+            "point it at JOB_DIR/export/objrec"
+        )
+    if not model_config.is_absolute(args.model_base_path):
+        # TF Serving needs an absolute base path; this development server resolves one.
+        resolved = os.path.abspath(args.model_base_path)
+        logging.info("--model_base_path %s is relative: serving %s", args.model_base_path, resolved)
+        args.model_base_path = resolved
+
+
+def parse_args(argv: Sequence[str] | None) -> ServerConfig:
+    """Command line (TF Serving's flag names) → ServerConfig."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_model_source(parser, args)
+    fields = {name: value for name, value in vars(args).items() if value is not None}
+    fields["rest_api_port"] = args.rest_api_port or None
+    return ServerConfig(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m serving.dev_server` and `objrec-serve`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # oneDNN's pooled allocator keeps the largest request's working set for good (a 7000 x 7000
+    # PNG: +1.9 GB resident after its answer); the system allocator returns it. Read when the
+    # first oneDNN kernel runs, so setting it here, before any model loads, is in time.
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+    config = parse_args(argv)
+    try:
+        serve(config)
+    except OSError as error:
+        sys.exit(f"objrec-serve: {error} Pick another --port or --rest_api_port.")
+    except ValueError as error:
+        sys.exit(f"objrec-serve: {error}")
+
+
+if __name__ == "__main__":
+    main()
