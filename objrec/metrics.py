@@ -7,7 +7,9 @@ import numpy as np
 from objrec import contract
 
 
-def confusion_matrix(true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int):
+def confusion_matrix(
+    true_ids: np.ndarray, predicted_ids: np.ndarray, num_classes: int
+) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(true_ids), np.asarray(predicted_ids)), 1)

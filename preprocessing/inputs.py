@@ -18,7 +18,6 @@ from preprocessing.manifest import ManifestInfo, ManifestSource, check_manifest,
 CLASS_FOLDERS = sources.CLASS_FOLDERS
 SPLIT_FOLDERS = sources.SPLIT_FOLDERS
 MANIFEST = "manifest"
-LAYOUTS = (CLASS_FOLDERS, SPLIT_FOLDERS, MANIFEST)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,7 +69,9 @@ class PreemptionWatch:
 class Backup:
     """The preemption backup: every worker saves, only the chief's copy is kept."""
 
-    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, strategy):
+    def __init__(
+        self, checkpoint: tf.train.Checkpoint, directory: str, strategy: tf.distribute.Strategy
+    ):
         self.directory = directory
         self._checkpoint = checkpoint
         write_dir = distribution.worker_write_dir(self.directory, strategy)
@@ -95,7 +97,7 @@ class Backup:
             return True
         return False
 
-    def save(self, global_step: int):
+    def save(self, global_step: int) -> None:
         self._manager.save(checkpoint_number=global_step)
         if not self._is_chief:
             tf.io.gfile.rmtree(self._manager.directory)
@@ -113,7 +115,7 @@ def backup_candidates(directory: str) -> list[str]:
     )
 
 
-def save_final_weights(model: keras.Model, job_dir: str, strategy) -> str:
+def save_final_weights(model: keras.Model, job_dir: str, strategy: tf.distribute.Strategy) -> str:
     """Saves the trained weights to JOB_DIR/checkpoints (every worker takes part)."""
     directory = tf.io.gfile.join(job_dir, contract.CHECKPOINTS_DIR)
     write_dir = distribution.worker_write_dir(directory, strategy)

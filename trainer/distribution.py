@@ -115,7 +115,9 @@ def create_strategy(requested: str) -> tf.distribute.Strategy:
     return strategy
 
 
-def cluster_resolver_of(strategy: tf.distribute.Strategy):
+def cluster_resolver_of(
+    strategy: tf.distribute.Strategy,
+) -> tf.distribute.cluster_resolver.ClusterResolver | None:
     """The strategy's cluster resolver, or None for a single machine."""
     return getattr(strategy, "cluster_resolver", None)
 

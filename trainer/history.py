@@ -19,11 +19,11 @@ class History:
             with tf.io.gfile.GFile(self.path) as file:
                 self.epochs = json.load(file)
 
-    def keep_until(self, phase: int, epoch: int):
+    def keep_until(self, phase: int, epoch: int) -> None:
         """Drops epochs the restored checkpoint does not include (written after it)."""
         self.epochs = [e for e in self.epochs if (e["phase_index"], e["epoch"]) < (phase, epoch)]
 
-    def add(self, record: dict):
+    def add(self, record: dict) -> None:
         self.epochs.append(record)
         if self.enabled:
             tf.io.gfile.makedirs(self.directory)
@@ -31,7 +31,7 @@ class History:
                 json.dump(self.epochs, file, indent=1)
 
 
-def summary_writer(log_dir: str, chief: bool):
+def summary_writer(log_dir: str, chief: bool) -> tf.summary.SummaryWriter:
     if chief:
         return tf.summary.create_file_writer(log_dir)
     return tf.summary.create_noop_writer()
@@ -47,7 +47,7 @@ def epoch_line(record: dict, epochs: int, seconds: float) -> str:
     return f"{record['phase']} epoch {record['epoch'] + 1}/{epochs} ({seconds:.0f} s): {metrics}"
 
 
-def write_scalars(writer, record: dict, step: int):
+def write_scalars(writer: tf.summary.SummaryWriter, record: dict, step: int) -> None:
     with writer.as_default(step=step):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
             if key in record:

@@ -36,7 +36,7 @@ def random_resized_crop(
     return tf.reshape(resize(window, input_size, input_size), [input_size, input_size, 3])
 
 
-def pad_and_crop(image: tf.Tensor, image_size: int, input_size: int, seed: tf.Tensor):
+def pad_and_crop(image: tf.Tensor, image_size: int, input_size: int, seed: tf.Tensor) -> tf.Tensor:
     """Small images' augmentation: evaluation's view, zero-padded by 1/8 of its side on every
     edge, then a random window of the input size (32 px: 4 px of padding, as for CIFAR)."""
     view = eval_crop(image, image_size, input_size)

@@ -29,7 +29,7 @@ from trainer import model as model_lib
 from trainer.config import TrainConfig
 
 
-def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas: int):
+def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas: int) -> None:
     """Errors a user can make, each reported before any training starts."""
     if not info.has_split(contract.TRAIN):
         raise input_pipeline.DatasetError(
@@ -47,7 +47,7 @@ def check_setup(config: TrainConfig, info: input_pipeline.DatasetInfo, replicas:
     model_lib.check_weights(config.weights)
 
 
-def check_job_dir_writable(job_dir: str):
+def check_job_dir_writable(job_dir: str) -> None:
     try:
         tf.io.gfile.makedirs(job_dir)
         # One probe per process: every worker of a cluster checks the same directory at once.
@@ -74,7 +74,7 @@ def export_and_evaluate(
     export is published exits 42 with nothing published; the rerun exports again.
     """
 
-    def exit_if_preempted():
+    def exit_if_preempted() -> None:
         if watch.received:
             logging.warning("SIGTERM received during the export: exiting before publishing")
             sys.exit(checkpoints.EXIT_PREEMPTED)

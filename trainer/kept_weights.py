@@ -16,12 +16,12 @@ class BestWeights(tf.Module):
         self.copies = [tf.Variable(v.value, trainable=False) for v in model.weights]
 
     @tf.function
-    def keep(self):
+    def keep(self) -> None:
         for copy, variable in zip(self.copies, self._model.weights, strict=True):
             copy.assign(variable.value)
 
     @tf.function
-    def restore_into_model(self):
+    def restore_into_model(self) -> None:
         for copy, variable in zip(self.copies, self._model.weights, strict=True):
             variable.assign(copy)
 
@@ -40,7 +40,7 @@ class AveragedWeights(BestWeights):
         self._momentum = momentum
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def update(self):
+    def update(self) -> None:
         """One step of the average (called in the train function, cross-replica)."""
         count = tf.cast(self.updates, tf.float32)
         momentum = tf.minimum(self._momentum, (1.0 + count) / (10.0 + count))
@@ -50,14 +50,14 @@ class AveragedWeights(BestWeights):
         self.updates.assign_add(1)
 
     @tf.function
-    def swap(self):
+    def swap(self) -> None:
         """Exchanges the model's weights and the average (twice restores both)."""
         for copy, variable in zip(self.copies, self._model.weights, strict=True):
             raw = tf.identity(variable.value)
             variable.assign(copy)
             copy.assign(raw)
 
-    def reset(self):
+    def reset(self) -> None:
         """Starts the average again from the model's weights (a new phase)."""
         self.keep()
         self.updates.assign(0)

@@ -34,7 +34,7 @@ def source_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def run_record(config: TrainConfig, info: DatasetInfo, strategy_name: str, replicas: int):
+def run_record(config: TrainConfig, info: DatasetInfo, strategy_name: str, replicas: int) -> dict:
     """Every resolved flag, the code's version and commit, and the dataset's identity."""
     return {
         "objrec_version": objrec.__version__,
@@ -57,12 +57,12 @@ def run_record(config: TrainConfig, info: DatasetInfo, strategy_name: str, repli
     }
 
 
-def write_json(path: str, record: dict):
+def write_json(path: str, record: dict) -> None:
     with tf.io.gfile.GFile(path, "w") as file:
         json.dump(record, file, indent=2, sort_keys=True)
 
 
-def copy_into_export(job_dir: str, info: DatasetInfo, export_dir: str):
+def copy_into_export(job_dir: str, info: DatasetInfo, export_dir: str) -> None:
     """assets.extra/ of the export: run.json and labels.txt travel with the model."""
     extra = tf.io.gfile.join(export_dir, contract.ASSETS_EXTRA_DIR)
     tf.io.gfile.makedirs(extra)

@@ -23,7 +23,7 @@ class WeightsError(ValueError):
 class ResNetNormalization(keras.layers.Layer):
     """RGB pixels in [0, 255] to ResNet50's input: BGR with the ImageNet mean removed."""
 
-    def call(self, images):
+    def call(self, images: tf.Tensor) -> tf.Tensor:
         bgr = keras.ops.flip(images, axis=-1)
         return bgr - keras.ops.convert_to_tensor(_BGR_MEAN, dtype=bgr.dtype)
 

@@ -20,7 +20,7 @@ def _save(figure, path: str):
         file.write(buffer.getvalue())
 
 
-def plot_training_curves(history: list[dict], path: str):
+def plot_training_curves(history: list[dict], path: str) -> None:
     """Accuracy and loss per epoch across both phases, the phase change marked."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = np.arange(1, len(history) + 1)
@@ -44,7 +44,7 @@ def plot_training_curves(history: list[dict], path: str):
     _save(figure, path)
 
 
-def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str):
+def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str) -> None:
     """Rows normalised to the true class's count, so each row reads as recall."""
     matrix = np.asarray(matrix, dtype=float)
     normalized = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -78,7 +78,7 @@ def plot_sample_predictions(
     probabilities: np.ndarray,
     labels: list[str],
     path: str,
-):
+) -> None:
     """A grid of images with true and predicted labels; wrong predictions in red."""
     count = len(images)
     columns = min(6, count)

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -50,7 +51,9 @@ def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> int:
     return max(1, num_train_examples // global_batch_size)
 
 
-def learning_rate_schedule(phase: Phase, steps: int, warmup_epochs: float):
+def learning_rate_schedule(
+    phase: Phase, steps: int, warmup_epochs: float
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """Linear warmup to the phase's rate, then cosine decay to 1% of it by the phase's end."""
     total_steps = phase.epochs * steps
     warmup_steps = min(int(warmup_epochs * steps), total_steps // 2)
@@ -63,7 +66,9 @@ def learning_rate_schedule(phase: Phase, steps: int, warmup_epochs: float):
     )
 
 
-def make_optimizer(phase: Phase, steps: int, config: TrainConfig, variables: list):
+def make_optimizer(
+    phase: Phase, steps: int, config: TrainConfig, variables: list
+) -> keras.optimizers.Optimizer:
     """Adam for one phase, built on that phase's variables (so a checkpoint restores slots)."""
     optimizer = keras.optimizers.Adam(
         learning_rate_schedule(phase, steps, config.warmup_epochs),
@@ -80,8 +85,14 @@ def make_optimizer(phase: Phase, steps: int, config: TrainConfig, variables: lis
 
 
 def make_train_step(
-    model, optimizer, variables, strategy, config: TrainConfig, class_weights=None, averaged=None
-):
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    variables: list,
+    strategy: tf.distribute.Strategy,
+    config: TrainConfig,
+    class_weights: list[float] | None = None,
+    averaged: kept_weights.AveragedWeights | None = None,
+) -> Callable:
     """Runs `num_steps` distributed steps in one call; returns (loss sum, correct count, any
     worker preempted).
 
@@ -138,7 +149,7 @@ def make_train_step(
     return steps
 
 
-def make_eval_step(model, strategy):
+def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable:
     """Sums of (loss, correct, weight) over one distributed batch of weighted examples."""
 
     def replica_step(images, labels, weights):
@@ -161,7 +172,7 @@ def make_eval_step(model, strategy):
     return step
 
 
-def eval_pass(eval_step, dataset, steps: int) -> dict:
+def eval_pass(eval_step: Callable, dataset: tf.distribute.DistributedDataset, steps: int) -> dict:
     """Loss and accuracy over exactly one pass of a padded evaluation dataset."""
     iterator = iter(dataset)
     totals = sum(eval_step(next(iterator)) for _ in range(steps))
@@ -186,7 +197,13 @@ class Trainee:
         )
 
 
-def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], steps: int):
+def build_trainee(
+    config: TrainConfig,
+    info: input_pipeline.DatasetInfo,
+    strategy: tf.distribute.Strategy,
+    phases: list[Phase],
+    steps: int,
+) -> Trainee:
     """Model, one optimizer per phase, loop state and best-weights copy, all distributed."""
     with strategy.scope():
         model = model_lib.build_model(
@@ -208,8 +225,14 @@ def build_trainee(config: TrainConfig, info, strategy, phases: list[Phase], step
 
 
 def run_steps(
-    train_step, train_data, state: checkpoints.TrainState, steps: int, watch, backup, config
-):
+    train_step: Callable,
+    train_data: Iterator,
+    state: checkpoints.TrainState,
+    steps: int,
+    watch: checkpoints.PreemptionWatch,
+    backup: checkpoints.Backup,
+    config: TrainConfig,
+) -> tuple[float, float, int]:
     """The rest of the current epoch's steps; returns (loss sum, correct count, steps run).
 
     Runs `steps_per_execution` steps a call, never past a backup step or the epoch's end;
@@ -239,7 +262,7 @@ def run_steps(
     return loss_sum, correct, steps - done_before
 
 
-def finish_phase(trainee: Trainee, backup: checkpoints.Backup):
+def finish_phase(trainee: Trainee, backup: checkpoints.Backup) -> None:
     """Keeps the phase's best weights (early stopping; else the average, if kept) and moves
     the state to the next phase, whose average starts from those weights."""
     state = trainee.state
@@ -260,7 +283,7 @@ def finish_phase(trainee: Trainee, backup: checkpoints.Backup):
 def train(
     config: TrainConfig,
     info: input_pipeline.DatasetInfo,
-    strategy,
+    strategy: tf.distribute.Strategy,
     watch: checkpoints.PreemptionWatch,
 ) -> list[dict]:
     """Runs (or resumes) both phases and saves the final weights; returns every epoch's
@@ -339,7 +362,12 @@ def train(
     return epochs.epochs
 
 
-def make_validation(config: TrainConfig, info, strategy, model):
+def make_validation(
+    config: TrainConfig,
+    info: input_pipeline.DatasetInfo,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+) -> Callable[[], dict] | None:
     """A function returning {val_loss, val_accuracy}; None without a validation split."""
     if not info.has_split(contract.VALIDATION):
         logging.warning("no validation split: early stopping is off")

@@ -44,7 +44,9 @@ def _scaled_size(height, width, target, use_longer_side: bool):
     return new_height, new_width
 
 
-def center_crop(image: tf.Tensor, crop_height, crop_width) -> tf.Tensor:
+def center_crop(
+    image: tf.Tensor, crop_height: int | tf.Tensor, crop_width: int | tf.Tensor
+) -> tf.Tensor:
     """The central `crop_height` x `crop_width` window; offsets floor like Pillow's."""
     shape = tf.shape(image)
     top = (shape[0] - crop_height) // 2

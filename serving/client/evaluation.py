@@ -9,6 +9,7 @@ import tensorflow as tf
 from objrec import contract
 from objrec.metrics import label_metrics
 from serving.client import image_files
+from serving.client.library import PredictionClient
 
 
 def labelled_files(folder: str) -> list[tuple[str, str]]:
@@ -68,7 +69,7 @@ def format_report(metrics: dict, folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_folder(client, folder: str, as_json: bool) -> str:
+def evaluate_folder(client: PredictionClient, folder: str, as_json: bool) -> str:
     """Predicts every labelled image through `client`; returns the report text."""
     pairs = labelled_files(folder)
     chunk_size = client.batch_size * 8

@@ -34,11 +34,18 @@ from concurrent import futures
 
 import grpc
 import tensorflow as tf
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
     status_pb2,
 )
 
@@ -54,7 +61,7 @@ def aborts_on_error(method: Callable) -> Callable:
     """Turns ServingErrors into the gRPC status TF Serving would answer with."""
 
     @functools.wraps(method)
-    def wrapper(self, request, context: grpc.ServicerContext):
+    def wrapper(self, request: Message, context: grpc.ServicerContext) -> Message:
         try:
             return method(self, request, context)
         except status.ServingError as error:
@@ -73,25 +80,35 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._core = core
 
     @aborts_on_error
-    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+    def Predict(  # noqa: N802 (gRPC method name)
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise status.invalid_argument("Missing ModelSpec")
         return self._core.servable(request.model_spec).predict(request)
 
     @aborts_on_error
-    def GetModelMetadata(self, request, context):  # noqa: N802
+    def GetModelMetadata(  # noqa: N802
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         return apis.model_metadata(self._core, request)
 
     @aborts_on_error
-    def Classify(self, request, context):  # noqa: N802
+    def Classify(  # noqa: N802
+        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
         apis.refuse_for_predict_signature(self._core, request.model_spec, "classify")
 
     @aborts_on_error
-    def Regress(self, request, context):  # noqa: N802
+    def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
         apis.refuse_for_predict_signature(self._core, request.model_spec, "regress")
 
     @aborts_on_error
-    def MultiInference(self, request, context):  # noqa: N802
+    def MultiInference(  # noqa: N802
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
         for task in request.tasks:
             apis.refuse_for_predict_signature(self._core, task.model_spec, "multi_inference")
         raise status.invalid_argument("MultiInferenceRequest has no tasks")
@@ -104,11 +121,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._core = core
 
     @aborts_on_error
-    def GetModelStatus(self, request, context):  # noqa: N802
+    def GetModelStatus(  # noqa: N802
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         return apis.model_status(self._core, request)
 
     @aborts_on_error
-    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+    def HandleReloadConfigRequest(  # noqa: N802
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    ) -> model_management_pb2.ReloadConfigResponse:
         # As TF Serving: the whole config is replaced (a model left out is unloaded), and a
         # refused one is an error status with the old config still in force.
         self._core.reload_config(request.config)

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
 )
 
 from objrec import contract, testing
-from objrec.savedmodel import tensors, versions, warmup
+from objrec.savedmodel import tensors, warmup
 from serving.dev_server import model_manager
 from serving.dev_server import server as server_lib
 from serving.dev_server.config import ServerConfig
@@ -450,16 +450,6 @@ def test_health_is_not_serving_until_a_version_loads(toy_version, tmp_path):
         assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
         copy_version(toy_version, tmp_path, 1)
         wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
-
-
-def test_list_versions_keeps_complete_integer_directories_newest_first(toy_version, tmp_path):
-    for version in (1, 10, 2):
-        copy_version(toy_version, tmp_path, version)
-    (tmp_path / "3").mkdir()  # still being written: no saved_model.pb yet
-    copy_version(toy_version, tmp_path, 0).rename(tmp_path / "5.tmp")
-    (tmp_path / "11").write_text("a file, not a directory")
-
-    assert versions.list_versions(str(tmp_path)) == [10, 2, 1]
 
 
 def test_warmup_records_are_replayed_and_a_failing_one_fails_the_load(toy_version, tmp_path):

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 from objrec import contract
-from objrec.savedmodel import versions
 from tests import dataset_fixtures
 from trainer import checkpoints, export, input_pipeline, job
 
@@ -24,17 +23,6 @@ def test_an_export_cut_short_is_removed_and_the_next_published_whole(trained_job
     assert sorted(os.listdir(base)) == ["1", "2"]
     assert (base / "2" / "saved_model.pb").exists()
     assert (base / "2" / "assets.extra" / contract.WARMUP_FILE).exists()
-
-
-def test_publishing_renames_the_staged_directory_at_once(tmp_path, monkeypatch):
-    staging = tmp_path / ".tmp-1"
-    (staging / "variables").mkdir(parents=True)
-    (staging / "saved_model.pb").write_bytes(b"graph")
-    renames, rename = [], os.rename
-    monkeypatch.setattr(os, "rename", lambda a, b: renames.append((a, b)) or rename(a, b))
-    versions.publish(str(staging), str(tmp_path / "3"))
-    assert renames == [(str(staging), str(tmp_path / "3"))]
-    assert sorted(os.listdir(tmp_path / "3")) == ["saved_model.pb", "variables"]
 
 
 def test_a_corrupt_newest_backup_falls_back_to_the_older_intact_one(tmp_path):
