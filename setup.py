@@ -27,9 +27,9 @@ setuptools.setup(
     extras_require={"dev": read_requirements("requirements-dev.txt")},
     entry_points={
         "console_scripts": [
-            "objrec-preprocess=preprocessing.pipeline:main",
+            "objrec-preprocess=preprocessing.cli:main",
             "objrec-train=trainer.task:main",
-            "objrec-serve=serving.dev_server.server:main",
+            "objrec-serve=serving.dev_server.cli:main",
             "objrec-predict=serving.client.cli:main",
         ]
     },

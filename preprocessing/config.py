@@ -156,3 +156,21 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     values = {name: value for name, value in vars(args).items() if name in fields}
     split = None if args.split is None else parse_split(args.split)
     return PreprocessConfig(**{**values, "split": split})
+
+
+DESCRIPTION = "objrec-preprocess: labelled images to a sharded TFRecord dataset (Apache Beam)."
+
+
+def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
+    """The job's config, and the remaining arguments for Beam's PipelineOptions."""
+    parser = argparse.ArgumentParser(
+        prog="objrec-preprocess",
+        description=DESCRIPTION,
+        epilog="Every other flag goes to Beam: --runner, --project, --region, --temp_location, ...",
+    )
+    add_arguments(parser)
+    known, beam_args = parser.parse_known_args(argv)
+    try:
+        return config_from_args(known), beam_args
+    except ValueError as error:
+        parser.error(str(error))

@@ -41,7 +41,6 @@ duplicates, reject label conflicts) and join one JPEG per hash to its keeper -> 
 last, metadata.json; print a summary. Progress: the Beam counters of metrics.py.
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -66,21 +65,6 @@ from preprocessing.errors import PreprocessError
 
 LOCAL_RUNNER = "FnApiRunner"
 _WRITE_CHECK_FILE = ".objrec-write-check"
-
-
-def parse_args(argv: list[str] | None) -> tuple[config_lib.PreprocessConfig, list[str]]:
-    """The job's config, and the remaining arguments for Beam's PipelineOptions."""
-    parser = argparse.ArgumentParser(
-        prog="objrec-preprocess",
-        description=__doc__.split("\n")[0],
-        epilog="Every other flag goes to Beam: --runner, --project, --region, --temp_location, ...",
-    )
-    config_lib.add_arguments(parser)
-    known, beam_args = parser.parse_known_args(argv)
-    try:
-        return config_lib.config_from_args(known), beam_args
-    except ValueError as error:
-        parser.error(str(error))
 
 
 def check_output_outside_input(input_dir: str, output: str) -> None:
@@ -330,7 +314,7 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict |
     Raises:
         PreprocessError: for a problem the user can fix (flags, input, output, --strict).
     """
-    config, beam_args = parse_args(argv)
+    config, beam_args = config_lib.parse_args(argv)
     options = pipeline_options(beam_args, save_main_session)
     spec = check_before_work(config, options)
     launch(config, spec, options)

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from objrec.flags import parse_bool
-from serving.dev_server import server
+from serving.dev_server import cli as server_cli
 from trainer import flags as train_flags
 
 
@@ -29,5 +29,7 @@ def test_train_and_serve_read_the_same_words(text, value, tmp_path):
         ["--data_dir", "d", "--job_dir", str(tmp_path), "--cache", text]
     )
     assert config.cache is value
-    served = server.parse_args(["--model_base_path", str(tmp_path), "--enable_model_warmup", text])
+    served = server_cli.parse_args(
+        ["--model_base_path", str(tmp_path), "--enable_model_warmup", text]
+    )
     assert served.enable_model_warmup is value

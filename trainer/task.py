@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 
 from trainer import flags as train_flags
-from trainer import job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     config = train_flags.parse_flags(argv)
+    from trainer import job  # TensorFlow loads here, after --help and usage errors
+
     try:
         summary = job.train_and_evaluate(config)
     except ValueError as error:  # DatasetError, WeightsError and flag errors: the user's to fix

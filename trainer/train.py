@@ -289,14 +289,7 @@ def train(
     """Runs (or resumes) both phases and saves the final weights; returns every epoch's
     record (eval/history.json), those of a run before a restart included."""
     steps = steps_per_epoch(info.num_examples[contract.TRAIN], config.batch_size)
-    replicas = strategy.num_replicas_in_sync
-    # e.g. a global batch of 64 = 32 per replica x 2 GPUs; the learning rates are not scaled.
-    logging.info(
-        "global batch %d = %d per replica x %d replicas; %d steps per epoch; learning rates "
-        "%g (head) and %g (fine-tuning) for that global batch",
-        config.batch_size, config.batch_size // replicas, replicas, steps,
-        config.learning_rate, config.fine_tune_learning_rate,
-    )  # fmt: skip
+    log_batch_plan(config, strategy.num_replicas_in_sync, steps)
     phases = plan_phases(config)
     chief = distribution.is_chief(strategy)
     trainee = build_trainee(config, info, strategy, phases, steps)
@@ -322,35 +315,15 @@ def train(
         train_step = make_train_step(
             trainee.model, optimizer, variables, strategy, config, weights, trainee.averaged
         )
-        logging.info(
-            "phase %s: %d trainable weights, up to %d epochs",
-            phase.name,
-            len(variables),
-            phase.epochs,
-        )
+        logging.info("phase %s: %d trainable weights, up to %d epochs",
+                     phase.name, len(variables), phase.epochs)  # fmt: skip
         stop = False
         while int(state.epoch.numpy()) < phase.epochs and not stop:
             started = time.monotonic()
-            loss_sum, correct, ran = run_steps(
-                train_step, train_data, state, steps, watch, backup, config
-            )
-            record = {
-                "phase": phase.name,
-                "phase_index": phase_index,
-                "epoch": int(state.epoch.numpy()),
-                "loss": loss_sum / max(1, ran),
-                "accuracy": correct / (max(1, ran) * config.batch_size),
-                "learning_rate": float(optimizer.learning_rate),
-            }
+            sums = run_steps(train_step, train_data, state, steps, watch, backup, config)
+            record = epoch_record(phase, phase_index, state, sums, optimizer, config.batch_size)
             if validate:
-                if trainee.averaged is not None:
-                    trainee.averaged.swap()  # the average is validated and kept as the best
-                record.update(validate())
-                stop = kept_weights.update_early_stopping(
-                    state, trainee.best, record["val_loss"], config.early_stopping_patience
-                )
-                if trainee.averaged is not None:
-                    trainee.averaged.swap()
+                stop = validate_and_keep(trainee, validate, record, config.early_stopping_patience)
             logging.info("%s", history.epoch_line(record, phase.epochs, time.monotonic() - started))
             epochs.add(record)
             history.write_scalars(writer, record, int(state.global_step.numpy()))
@@ -360,6 +333,53 @@ def train(
         finish_phase(trainee, backup)
     checkpoints.save_final_weights(trainee.model, config.job_dir, strategy)
     return epochs.epochs
+
+
+def log_batch_plan(config: TrainConfig, replicas: int, steps: int) -> None:
+    # e.g. a global batch of 64 = 32 per replica x 2 GPUs; the learning rates are not scaled.
+    logging.info(
+        "global batch %d = %d per replica x %d replicas; %d steps per epoch; learning rates "
+        "%g (head) and %g (fine-tuning) for that global batch",
+        config.batch_size, config.batch_size // replicas, replicas, steps,
+        config.learning_rate, config.fine_tune_learning_rate,
+    )  # fmt: skip
+
+
+def epoch_record(
+    phase: Phase,
+    phase_index: int,
+    state: checkpoints.TrainState,
+    sums: tuple[float, float, int],
+    optimizer: keras.optimizers.Optimizer,
+    batch_size: int,
+) -> dict:
+    """An epoch's line of eval/history.json from its (loss sum, correct count, steps run)."""
+    loss_sum, correct, ran = sums
+    return {
+        "phase": phase.name,
+        "phase_index": phase_index,
+        "epoch": int(state.epoch.numpy()),
+        "loss": loss_sum / max(1, ran),
+        "accuracy": correct / (max(1, ran) * batch_size),
+        "learning_rate": float(optimizer.learning_rate),
+    }
+
+
+def validate_and_keep(
+    trainee: Trainee, validate: Callable[[], dict], record: dict, patience: int
+) -> bool:
+    """Adds the validation loss and accuracy to `record` and keeps the best weights; True when
+    early stopping ends the phase. With a weight average, the average is what is validated
+    and kept."""
+    if trainee.averaged is not None:
+        trainee.averaged.swap()
+    record.update(validate())
+    stop = kept_weights.update_early_stopping(
+        trainee.state, trainee.best, record["val_loss"], patience
+    )
+    if trainee.averaged is not None:
+        trainee.averaged.swap()
+    return stop
 
 
 def make_validation(

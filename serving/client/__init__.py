@@ -4,7 +4,20 @@
     from serving.client import PredictionClient
 """
 
-from serving.client.library import PredictionClient
-from serving.values import ModelMetadata, Prediction, VersionStatus
+import importlib
 
-__all__ = ["ModelMetadata", "Prediction", "PredictionClient", "VersionStatus"]
+# Loaded on first use (PEP 562), so that `objrec-predict --help`, which imports this package,
+# does not wait for TensorFlow behind the gRPC client and the TF Serving protos.
+_EXPORTS = {
+    "PredictionClient": "serving.client.library",
+    "Prediction": "serving.values",
+    "VersionStatus": "serving.values",
+    "ModelMetadata": "serving.values",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

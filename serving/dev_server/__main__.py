@@ -1,5 +1,5 @@
 """`python -m serving.dev_server`: the same command as `objrec-serve`."""
 
-from serving.dev_server import server
+from serving.dev_server import cli
 
-server.main()
+cli.main()

@@ -24,7 +24,8 @@ from tensorflow_serving.apis import (
 
 from objrec import contract
 from serving.client import PredictionClient, cli
-from serving.dev_server import model_config, server
+from serving.dev_server import cli as server_cli
+from serving.dev_server import model_config
 from tests import serving_fixtures
 from tests.serving_fixtures import (
     LABELS,
@@ -318,14 +319,16 @@ def test_version_policies_pick_versions_as_tf_serving_does(policy_text, expected
 )
 def test_server_command_line_takes_a_base_path_or_a_config_file(argv, message, capsys):
     with pytest.raises(SystemExit):
-        server.parse_args(argv)
+        server_cli.parse_args(argv)
     assert message in capsys.readouterr().err
 
 
 def test_server_command_line_refuses_startup_labels_in_one_line(base_path, tmp_path):
     config_file = write_config(tmp_path, base_path, stable=1)
     with pytest.raises(SystemExit) as exit_info:
-        server.main(["--model_config_file", str(config_file), "--host", "127.0.0.1", "--port", "0"])
+        server_cli.main(
+            ["--model_config_file", str(config_file), "--host", "127.0.0.1", "--port", "0"]
+        )
     message = str(exit_info.value.code)
     assert message.startswith("objrec-serve: FAILED_PRECONDITION: Request to assign label")
     assert "\n" not in message

@@ -33,8 +33,8 @@ from tensorflow_serving.apis import (
 
 from objrec import contract, testing
 from objrec.savedmodel import tensors, warmup
+from serving.dev_server import cli as server_cli
 from serving.dev_server import model_manager
-from serving.dev_server import server as server_lib
 from serving.dev_server.config import ServerConfig
 from serving.dev_server.servable import SavedModelServable
 from serving.dev_server.server import ModelServer
@@ -552,5 +552,5 @@ def test_a_relative_model_base_path_is_resolved(tmp_path, monkeypatch):
     """TF Serving wants an absolute base path; objrec-serve resolves a relative one."""
     (tmp_path / "job" / "export" / "objrec").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    config = server_lib.parse_args(["--model_base_path", "job/export/objrec"])
+    config = server_cli.parse_args(["--model_base_path", "job/export/objrec"])
     assert config.model_base_path == str(tmp_path / "job" / "export" / "objrec")

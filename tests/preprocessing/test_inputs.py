@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from objrec import contract
+from preprocessing import config as config_lib
 from preprocessing import (
     image_io,
     inputs,
@@ -300,7 +301,7 @@ def split_folder_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("dataset") / "out"
     argv = ["--input", str(root), "--output", str(output), "--image_size", "16"]
     # run()'s own steps, to keep the PipelineResult and its counters.
-    config, beam_args = pipeline.parse_args(argv)
+    config, beam_args = config_lib.parse_args(argv)
     options = pipeline.pipeline_options(beam_args, save_main_session=False)
     spec = pipeline.check_before_work(config, options)
     result = pipeline.launch(config, spec, options)

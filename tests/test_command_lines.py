@@ -1,0 +1,63 @@
+"""Every command answers --help and usage errors before TensorFlow or Beam loads."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests import REPO
+
+# How each console script of setup.py starts: the module and the call it makes.
+COMMANDS = {
+    "objrec-preprocess": ("preprocessing.cli", "main()"),
+    "objrec-train": ("trainer.task", "sys.exit(main(sys.argv[1:]))"),
+    "objrec-serve": ("serving.dev_server.cli", "main()"),
+    "objrec-predict": ("serving.client.cli", "main()"),
+}
+HEAVY = ("tensorflow", "keras", "apache_beam", "grpc")
+
+PROBE = """
+import atexit, sys
+sys.argv = [{name!r}, *{argv!r}]
+atexit.register(lambda: print("LOADED", *sorted(m for m in {heavy!r} if m in sys.modules)))
+from {module} import main
+{call}
+"""
+
+
+def run_command(name: str, argv: list[str]) -> subprocess.CompletedProcess:
+    module, call = COMMANDS[name]
+    source = PROBE.format(name=name, argv=argv, heavy=HEAVY, module=module, call=call)
+    return subprocess.run([sys.executable, "-c", source], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_every_console_script_is_probed():
+    setup = (REPO / "setup.py").read_text()
+    for name, (module, _) in COMMANDS.items():
+        assert f'"{name}={module}:main"' in setup
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_answers_without_loading_tensorflow_or_beam(name):
+    result = run_command(name, ["--help"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {name}")
+    assert result.stdout.strip().endswith("LOADED"), result.stdout[-300:]
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        ("objrec-preprocess", ["--input", "images"], "required: --output"),
+        ("objrec-train", ["--data_dir", "d", "--batch_size", "many"], "--batch_size: invalid int"),
+        ("objrec-serve", ["--port", "x"], "--port: invalid int value"),
+        ("objrec-predict", ["--top_k", "x"], "--top_k: invalid int value"),
+    ],
+)
+def test_a_usage_error_is_one_line_before_tensorflow_or_beam_loads(name, argv, message):
+    result = run_command(name, argv)
+    assert result.returncode == 2
+    assert message in result.stderr.splitlines()[-1]
+    assert result.stdout.strip() == "LOADED"
