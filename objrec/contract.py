@@ -10,6 +10,8 @@ SCHEMA_VERSION = 1
 # Dataset directory (preprocessing output, trainer input).
 SPLITS = ("train", "validation", "test")
 TRAIN, VALIDATION, TEST = SPLITS
+# Every name a split goes by, in folders, manifests and --split: its own, and `val`.
+SPLIT_NAMES = {**{split: split for split in SPLITS}, "val": VALIDATION}
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
 REJECTED_PREFIX = "rejected"

@@ -29,8 +29,10 @@ def parse_split(text: str) -> SplitFractions:
         name, equals, value = item.strip().partition("=")
         if not equals:
             raise ValueError(f"--split item {item!r} is not NAME=FRACTION, e.g. {DEFAULT_SPLIT}")
-        if name not in contract.SPLITS:
-            raise ValueError(f"--split names {name!r}; the splits are {', '.join(contract.SPLITS)}")
+        if name not in contract.SPLIT_NAMES:
+            choices = ", ".join(contract.SPLIT_NAMES)
+            raise ValueError(f"--split names {name!r}; the splits are {choices}")
+        name = contract.SPLIT_NAMES[name]
         if name in fractions:
             raise ValueError(f"--split names {name!r} twice: {text}")
         fractions[name] = _parse_fraction(name, value)
@@ -174,3 +176,8 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
         return config_from_args(known), beam_args
     except ValueError as error:
         parser.error(str(error))
+
+
+def flag_names() -> list[str]:
+    """The job's own flags, without dashes (`image_size`, ...): one per config field."""
+    return [field.name for field in dataclasses.fields(PreprocessConfig)]

@@ -41,6 +41,7 @@ duplicates, reject label conflicts) and join one JPEG per hash to its keeper -> 
 last, metadata.json; print a summary. Progress: the Beam counters of metrics.py.
 """
 
+import difflib
 import json
 import logging
 import sys
@@ -209,6 +210,24 @@ def check_class_sizes(metadata: dict, config: config_lib.PreprocessConfig) -> No
     logging.warning(message)
 
 
+def unknown_flags_message(beam_args: list[str], unknown: list[str]) -> str:
+    """Names each unknown flag as the user typed it (Beam reads `--image-size` as
+    `image_size`), with the job's own flag it most likely meant."""
+    typed = {}
+    for arg in beam_args:
+        spelled = arg.split("=", 1)[0]
+        typed.setdefault(spelled.lstrip("-").replace("-", "_"), spelled)
+    parts = []
+    for name in unknown:
+        spelled = typed.get(name, f"--{name}")
+        close = difflib.get_close_matches(name, config_lib.flag_names(), n=1)
+        parts.append(f"{spelled} (did you mean --{close[0]}?)" if close else spelled)
+    return (
+        f"unknown flag {', '.join(parts)}: neither objrec-preprocess nor Apache Beam has it; "
+        "check the spelling (objrec-preprocess --help lists the job's own flags)"
+    )
+
+
 def pipeline_options(beam_args: list[str], save_main_session: bool) -> PipelineOptions:
     """Beam's options from the flags the job does not know; the in-process runner by default."""
     options = PipelineOptions(beam_args)
@@ -216,11 +235,7 @@ def pipeline_options(beam_args: list[str], save_main_session: bool) -> PipelineO
         set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
     )
     if unknown:
-        flags = ", ".join(f"--{name}" for name in unknown)
-        raise PreprocessError(
-            f"unknown flag {flags}: neither objrec-preprocess nor Apache Beam has it; "
-            "check the spelling (objrec-preprocess --help lists the job's own flags)"
-        )
+        raise PreprocessError(unknown_flags_message(beam_args, unknown))
     # build_pipeline's functions use this module's imports; run as __main__ on Dataflow,
     # workers only have them through the saved main session.
     options.view_as(SetupOptions).save_main_session = save_main_session

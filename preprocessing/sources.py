@@ -32,7 +32,7 @@ from preprocessing.errors import PreprocessError
 CLASS_FOLDERS = "class_folders"
 SPLIT_FOLDERS = "split_folders"
 # A split folder's (or a manifest's split column's) name -> the split, `val` as a short form.
-SPLIT_NAMES = {**{split: split for split in contract.SPLITS}, "val": contract.VALIDATION}
+SPLIT_NAMES = contract.SPLIT_NAMES
 FOLDER_LAYOUT_HINT = (
     "expected SRC/<class_name>/<image files>, one folder per class, optionally inside "
     "SRC/train/, SRC/validation/ (or val/), SRC/test/; or a manifest .csv/.jsonl"

@@ -53,7 +53,16 @@ def load_dataset_info(data_dir: str) -> DatasetInfo:
             "point it at the output of objrec-preprocess"
         )
     metadata_text = _read_text(metadata_path)
-    metadata = json.loads(metadata_text)
+    try:
+        metadata = json.loads(metadata_text)
+    except json.JSONDecodeError as error:
+        metadata = error
+    if not isinstance(metadata, dict):
+        raise DatasetError(
+            f"--data_dir {data_dir}: {metadata_path} is not a JSON object "
+            f"({metadata if isinstance(metadata, Exception) else type(metadata).__name__}); "
+            "rerun objrec-preprocess to write the dataset again"
+        )
     version = metadata.get(contract.META_SCHEMA_VERSION)
     if version != contract.SCHEMA_VERSION:
         raise DatasetError(

@@ -194,6 +194,15 @@ def test_a_misspelt_beam_flag_is_an_error_before_any_work(tmp_path, no_network):
         pipeline.run(argv, save_main_session=False)
 
 
+def test_an_unknown_flag_is_named_as_typed_with_the_flag_it_likely_meant(tmp_path, no_network):
+    argv = ["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--image-size", "32"]
+    with pytest.raises(PreprocessError) as error:
+        pipeline.run(argv, save_main_session=False)
+    assert str(error.value).startswith(
+        "unknown flag --image-size (did you mean --image_size?): neither objrec-preprocess"
+    )
+
+
 def run_python(code: str, cwd: pathlib.Path) -> str:
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False

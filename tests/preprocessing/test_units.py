@@ -30,10 +30,19 @@ def test_parse_split_orders_fractions_as_the_contract_and_fills_missing_splits()
     )
 
 
+def test_parse_split_takes_val_for_validation_as_split_folders_do():
+    assert config_lib.parse_split("train=0.8,val=0.2") == (
+        ("train", 0.8),
+        ("validation", 0.2),
+        ("test", 0.0),
+    )
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
-        ("train=0.8,val=0.2", "'val'; the splits are train, validation, test"),
+        ("train=0.8,valid=0.2", "'valid'; the splits are train, validation, test, val"),
+        ("train=0.5,val=0.25,validation=0.25", "names 'validation' twice"),
         ("train=0.8,validation=0.1", "add up to 0.9, not 1"),
         ("train=0.8,validation=x,test=0.2", "validation='x' is not a number"),
         ("train=1.5,test=-0.5", "outside [0, 1]"),

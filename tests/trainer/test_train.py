@@ -137,6 +137,19 @@ def test_dataset_errors_name_the_input(tmp_path):
         input_pipeline.load_dataset_info(data_dir)
 
 
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]"])
+def test_a_corrupt_metadata_file_is_named_with_the_fix(tmp_path, text):
+    data_dir = dataset_fixtures.write_dataset(str(tmp_path / "d"), {"train": 3})
+    metadata = os.path.join(data_dir, contract.METADATA_FILE)
+    with open(metadata, "w") as file:
+        file.write(text)
+    with pytest.raises(input_pipeline.DatasetError) as error:
+        input_pipeline.load_dataset_info(data_dir)
+    message = str(error.value)
+    assert message.startswith(f"--data_dir {data_dir}: {metadata} is not a JSON object")
+    assert message.endswith("rerun objrec-preprocess to write the dataset again")
+
+
 def test_training_writes_the_job_directory(trained_job):
     job_dir = trained_job["job_dir"]
     export_dir = trained_job["summary"]["export_dir"]
