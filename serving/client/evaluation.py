@@ -1,7 +1,6 @@
 """`objrec-predict --evaluate`: accuracy of the served model on a labelled folder."""
 
 import json
-import os
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -21,7 +20,7 @@ def labelled_files(folder: str) -> list[tuple[str, str]]:
     pairs = []
     for name in sorted(tf.io.gfile.listdir(folder)):
         label = name.strip("/")
-        class_dir = os.path.join(folder, label)
+        class_dir = tf.io.gfile.join(folder, label)
         if label.startswith(".") or not tf.io.gfile.isdir(class_dir):
             continue
         pairs.extend((path, label) for path in image_files.images_under(class_dir))
@@ -77,9 +76,9 @@ def evaluate_folder(client: PredictionClient, folder: str, as_json: bool) -> str
     for start in range(0, len(pairs), chunk_size):
         chunk = pairs[start : start + chunk_size]
         images = [image_files.read(path, client.request_budget()) for path, _ in chunk]
-        unreadable = [image.path for image in images if image.data is None]
+        unreadable = [image for image in images if image.data is None]
         if unreadable:
-            raise OSError(f"cannot send {unreadable[0]}: {images[0].error}")
+            raise OSError(f"cannot send {unreadable[0].path}: {unreadable[0].error}")
         predicted.extend(p.label for p in client.predict([image.data for image in images]))
     metrics = score([label for _, label in pairs], predicted)
     return json.dumps(metrics) + "\n" if as_json else format_report(metrics, folder)

@@ -60,10 +60,14 @@ def read(path: str, max_bytes: int) -> ImageFile:
             return ImageFile(
                 path,
                 None,
-                f"too large to send: {size / contract.MIB:.1f} MiB, over "
-                f"{max_bytes / contract.MIB:.1f} MiB per request",
+                f"too large to send: {size_text(size)}, over {size_text(max_bytes)} per request",
             )
         with tf.io.gfile.GFile(path, "rb") as file:
             return ImageFile(path, file.read())
     except (OSError, tf.errors.OpError) as error:
         return ImageFile(path, None, f"cannot read: {getattr(error, 'message', error)}")
+
+
+def size_text(size: int) -> str:
+    """`3.2 MiB`, or `100 bytes` below a tenth of a MiB."""
+    return f"{size / contract.MIB:.1f} MiB" if size >= contract.MIB / 10 else f"{size} bytes"

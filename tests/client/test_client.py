@@ -438,3 +438,23 @@ def test_cli_evaluate_scores_the_served_predictions(address, tmp_path, capsys):
     code, out, err = run_cli(["--server", address, "--evaluate", str(folder)], capsys)
     assert out.startswith(f"{folder}: accuracy {expected:.4f} on {len(pairs)} images")
     assert "confusion matrix" in out
+
+
+def test_evaluate_names_the_file_it_cannot_send_and_why(tmp_path):
+    from serving.client import evaluation
+
+    class SmallRequests:  # what evaluate_folder uses of a PredictionClient
+        batch_size = 2
+
+        def request_budget(self) -> int:
+            return 10
+
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.png").write_bytes(b"12345")
+    (tmp_path / "cat" / "b.png").write_bytes(bytes(100))
+    with pytest.raises(OSError) as error:
+        evaluation.evaluate_folder(SmallRequests(), str(tmp_path), as_json=True)
+    assert str(error.value) == (
+        f"cannot send {tmp_path / 'cat' / 'b.png'}: too large to send: 100 bytes, over 10 bytes "
+        "per request"
+    )
