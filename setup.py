@@ -24,7 +24,10 @@ setuptools.setup(
         include=["objrec", "objrec.*", "preprocessing", "trainer", "serving", "serving.*"]
     ),
     install_requires=read_requirements("requirements.txt"),
-    extras_require={"dev": read_requirements("requirements-dev.txt")},
+    extras_require={
+        "dev": read_requirements("requirements-dev.txt"),
+        "vertex": read_requirements("requirements-vertex.txt"),
+    },
     entry_points={
         "console_scripts": [
             "objrec-preprocess=preprocessing.cli:main",

@@ -55,8 +55,8 @@ WORKDIR /opt/objrec
 
 # The pinned dependencies in their own layer: rebuilt only when a pin changes. setup.py reads
 # both requirements files; constraints.txt pins every transitive package, as in .venv.
-COPY requirements.txt requirements-dev.txt constraints.txt setup.py ./
-RUN python3 -m pip install -c constraints.txt -r requirements.txt
+COPY requirements.txt requirements-dev.txt requirements-vertex.txt constraints.txt setup.py ./
+RUN python3 -m pip install -c constraints.txt -r requirements.txt -r requirements-vertex.txt
 
 COPY objrec/ objrec/
 COPY preprocessing/ preprocessing/

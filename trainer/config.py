@@ -34,7 +34,9 @@ class TrainConfig:
 
     data_dir: str = _flag(None, "Dataset directory written by objrec-preprocess (or gs://).")
     job_dir: str = _flag(
-        "", "Where checkpoints, eval/, logs/ and export/ go (on Vertex AI: AIP_MODEL_DIR)."
+        "",
+        "Where checkpoints, eval/, logs/ and export/ go (on Vertex AI: the parent of "
+        "AIP_MODEL_DIR, the job's base output directory).",
     )
     weights: str = _flag(
         "imagenet",
@@ -112,6 +114,11 @@ class TrainConfig:
         "", "Preemption backup (default JOB_DIR/backup; Vertex: AIP_CHECKPOINT_DIR)."
     )
     log_dir: str = _flag("", "TensorBoard (default JOB_DIR/logs; Vertex: AIP_TENSORBOARD_LOG_DIR).")
+    model_dir: str = _flag(
+        "",
+        "Also copy the exported SavedModel directly into this directory, where Vertex AI's "
+        "model upload reads it (default on Vertex: AIP_MODEL_DIR).",
+    )
     max_pixels: int = _flag(
         50_000_000, "The exported model's limit of pixels per image (declared size).", int
     )

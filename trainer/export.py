@@ -76,6 +76,10 @@ def export_model(
         before_publish()
     version_dir = tf.io.gfile.join(model_base_path, str(versions.next_version(model_base_path)))
     versions.publish(staging, version_dir)
+    if config.model_dir:
+        # Vertex AI's model upload reads saved_model.pb directly in AIP_MODEL_DIR.
+        versions.copy_saved_model(version_dir, config.model_dir)
+        logging.info("SavedModel also copied to %s (--model_dir)", config.model_dir)
     return version_dir
 
 
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data_dir", help="default: the dataset the job trained on")
     parser.add_argument("--max_pixels", type=int, help="per-image limit of the export")
     parser.add_argument("--model_name", help="export/<model_name>/ (default: the job's)")
+    parser.add_argument("--model_dir", help="also copy the SavedModel directly here (Vertex AI)")
     args = parser.parse_args(argv)
     try:
         config = load_job_config(
@@ -104,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "data_dir": args.data_dir,
                 "max_pixels": args.max_pixels,
                 "model_name": args.model_name,
+                "model_dir": args.model_dir,
             },
         )
         info = input_pipeline.load_dataset_info(config.data_dir)

@@ -7,6 +7,7 @@ by the recipes' table.
 import argparse
 import dataclasses
 import os
+import posixpath
 from collections.abc import Mapping, Sequence
 
 from objrec.flags import parse_bool
@@ -44,19 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Vertex AI custom training names its directories in the environment; explicit flags win.
+# Vertex AI custom training names its directories in the environment (BASE/model,
+# BASE/checkpoints, BASE/logs of the job's base output directory); explicit flags win.
 VERTEX_ENVIRONMENT = {
-    "job_dir": "AIP_MODEL_DIR",
+    "model_dir": "AIP_MODEL_DIR",
     "backup_dir": "AIP_CHECKPOINT_DIR",
     "log_dir": "AIP_TENSORBOARD_LOG_DIR",
 }
 
 
 def apply_vertex_environment(values: dict, environ: Mapping[str, str]) -> dict:
-    """Fills job_dir, backup_dir and log_dir from Vertex AI's AIP_* variables when unset."""
+    """Fills model_dir, backup_dir and log_dir from Vertex AI's AIP_* variables when unset,
+    and job_dir with the base output directory AIP_MODEL_DIR is in: the job's files beside
+    the SavedModel that Vertex's model upload reads from AIP_MODEL_DIR itself."""
     for field, variable in VERTEX_ENVIRONMENT.items():
         if not values.get(field) and environ.get(variable):
             values[field] = environ[variable]
+    if not values.get("job_dir") and environ.get("AIP_MODEL_DIR"):
+        values["job_dir"] = posixpath.dirname(environ["AIP_MODEL_DIR"].rstrip("/"))
     return values
 
 

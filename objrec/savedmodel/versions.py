@@ -69,6 +69,26 @@ def remove_unfinished_exports(model_base_path: str) -> None:
             tf.io.gfile.rmtree(path)
 
 
+def copy_saved_model(source: str, target: str) -> None:
+    """Copies a SavedModel directory's files under `target`, saved_model.pb last (a reader
+    that waits for that file never sees the variables missing); existing files are replaced."""
+    # ram:// matches children by name prefix (it lists `assets/.extra` next to the real
+    # `assets.extra/`): copy only what exists.
+    files = [
+        tf.io.gfile.join(directory, name)
+        for directory, _, names in tf.io.gfile.walk(source)
+        for name in names
+        if tf.io.gfile.exists(tf.io.gfile.join(directory, name))
+    ]
+    relative = [path[len(source) :].lstrip("/") for path in files]
+    for path, name in sorted(
+        zip(files, relative, strict=True), key=lambda pair: pair[1] == "saved_model.pb"
+    ):
+        destination = tf.io.gfile.join(target, name)
+        tf.io.gfile.makedirs(destination.rsplit("/", 1)[0])
+        tf.io.gfile.copy(path, destination, overwrite=True)
+
+
 def publish(staging: str, version_dir: str) -> None:
     """Moves `staging` to `version_dir`, whole or not at all.
 
@@ -80,21 +100,7 @@ def publish(staging: str, version_dir: str) -> None:
     if "://" not in staging:
         os.rename(staging, version_dir)
         return
-    # ram:// matches children by name prefix (it lists `assets/.extra` next to the real
-    # `assets.extra/`): copy only what exists.
-    files = [
-        tf.io.gfile.join(directory, name)
-        for directory, _, names in tf.io.gfile.walk(staging)
-        for name in names
-        if tf.io.gfile.exists(tf.io.gfile.join(directory, name))
-    ]
-    relative = [path[len(staging) :].lstrip("/") for path in files]
-    for path, name in sorted(
-        zip(files, relative, strict=True), key=lambda pair: pair[1] == "saved_model.pb"
-    ):
-        target = tf.io.gfile.join(version_dir, name)
-        tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
-        tf.io.gfile.copy(path, target)
+    copy_saved_model(staging, version_dir)
     try:
         tf.io.gfile.rmtree(staging)
     except tf.errors.NotFoundError:  # ram:// again; a leftover `.tmp-*` is ignored by servers

@@ -731,6 +731,20 @@ def dockerfile_instructions(path: pathlib.Path) -> list[tuple[str, str]]:
     ]
 
 
+def test_trainer_image_has_the_vertex_extra_pinned():
+    """cloudml-hypertune, through which objrec-train reports to Vertex AI's tuning."""
+    vertex = (REPO / "requirements-vertex.txt").read_text().split()
+    assert "cloudml-hypertune==0.1.0.dev6" in vertex
+    assert "cloudml-hypertune==0.1.0.dev6\n" in (REPO / "constraints.txt").read_text()
+    installs = [arg for kind, arg in dockerfile_instructions(REPO / "docker" / "trainer.Dockerfile")
+                if kind == "RUN" and "pip install" in arg]  # fmt: skip
+    assert any("-r requirements-vertex.txt" in arg and "-c constraints.txt" in arg
+               for arg in installs)  # fmt: skip
+    assert (
+        '"vertex": read_requirements("requirements-vertex.txt")' in (REPO / "setup.py").read_text()
+    )
+
+
 def test_trainer_image_is_pinned_and_copies_only_existing_files():
     dockerfile = REPO / "docker" / "trainer.Dockerfile"
     instructions = dockerfile_instructions(dockerfile)

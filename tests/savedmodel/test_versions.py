@@ -46,7 +46,9 @@ def test_publishing_to_an_object_store_copies_saved_model_pb_last(monkeypatch):
         with tf.io.gfile.GFile(f"{staging}/{name}", "wb") as file:
             file.write(data)
     copied, copy = [], tf.io.gfile.copy
-    monkeypatch.setattr(tf.io.gfile, "copy", lambda a, b: copied.append(b) or copy(a, b))
+    monkeypatch.setattr(
+        tf.io.gfile, "copy", lambda a, b, **options: copied.append(b) or copy(a, b, **options)
+    )
     versions.publish(staging, f"{base}/1")
     assert copied[-1] == f"{base}/1/saved_model.pb"
     assert sorted(copied) == sorted(f"{base}/1/{name}" for name in (

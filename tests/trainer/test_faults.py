@@ -4,6 +4,7 @@ a dataset with missing shards refused before any work, SIGTERM during export exi
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -80,3 +81,27 @@ def test_training_refuses_the_cpu_when_the_pod_was_given_gpus(tiny_dataset, tmp_
     error = capsys.readouterr().err.strip()
     assert "OBJREC_EXPECTED_GPUS=4 GPUs were requested but TensorFlow sees 0" in error
     assert "LD_LIBRARY_PATH" in error and len(error.splitlines()) == 1
+
+
+def test_a_vertex_model_dir_gets_the_saved_model_at_its_root(trained_job, tmp_path):
+    job_dir = tmp_path / "job"
+    shutil.copytree(trained_job["job_dir"], job_dir)
+    model_dir = tmp_path / "vertex" / "model"
+    assert export.main(["--job_dir", str(job_dir), "--model_dir", str(model_dir)]) == 0
+    # What Vertex AI's model upload reads: saved_model.pb and variables/ in the directory itself.
+    assert (model_dir / "saved_model.pb").is_file()
+    assert (model_dir / "assets.extra" / contract.WARMUP_FILE).is_file()
+    # The TF Serving layout stays, with the same model in it.
+    published = job_dir / "export" / "objrec" / "2"
+    image = dataset_fixtures.jpeg_bytes(
+        dataset_fixtures.class_image(1, 40, np.random.default_rng(0))
+    )
+    answers = [
+        tf.saved_model.load(str(path))
+        .signatures[contract.SERVING_SIGNATURE](image_bytes=tf.constant([image]))[
+            contract.OUTPUT_PROBABILITIES
+        ]
+        .numpy()
+        for path in (model_dir, published)
+    ]
+    np.testing.assert_array_equal(answers[0], answers[1])

@@ -39,9 +39,11 @@ def test_flags_override_config_defaults():
     assert config.model_name == contract.DEFAULT_MODEL_NAME
 
 
-def test_vertex_model_dir_is_the_default_job_dir(monkeypatch):
-    monkeypatch.setenv("AIP_MODEL_DIR", "gs://bucket/model")
-    assert train_flags.parse_flags(["--data_dir", "d"]).job_dir == "gs://bucket/model"
+def test_vertex_base_output_directory_is_the_default_job_dir(monkeypatch):
+    monkeypatch.setenv("AIP_MODEL_DIR", "gs://bucket/run-1/model/")
+    config = train_flags.parse_flags(["--data_dir", "d"])
+    assert config.job_dir == "gs://bucket/run-1"
+    assert config.model_dir == "gs://bucket/run-1/model/"
 
 
 @pytest.mark.parametrize(
@@ -388,7 +390,8 @@ def test_vertex_directories_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://b/checkpoints")
     monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", "gs://b/logs")
     config = train_flags.parse_flags(["--data_dir", "d", "--log_dir", "gs://mine/logs"])
-    assert config.job_dir == "gs://b/model"
+    assert config.job_dir == "gs://b"
+    assert config.model_dir == "gs://b/model"
     assert config.resolved_backup_dir == "gs://b/checkpoints"
     assert config.resolved_log_dir == "gs://mine/logs"  # an explicit flag wins
 
