@@ -19,6 +19,16 @@ from objrec.testing import TINY_TRAINING_FLAGS  # noqa: E402
 from tests import dataset_fixtures, serving_fixtures  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """Training sets Keras's global precision policy (bfloat16 on CPUs that compute it); a test
+    that stops mid-job (SIGTERM, a refused setup) must not leave it to the next test."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> str:
     """A 3-class dataset of 32x32 JPEG records: 48 train, 12 validation, 12 test."""

@@ -194,12 +194,7 @@ def test_saved_model_signatures_follow_the_contract(trained_job):
 
 
 def _trained_keras_model(trained_job):
-    config = trained_job["config"]
-    model = model_lib.build_model(3, config.input_size, "none")
-    tf.train.Checkpoint(model=model).read(
-        checkpoints.final_weights_path(config.job_dir)
-    ).expect_partial()
-    return model
+    return checkpoints.restore_trained_model(trained_job["config"], num_classes=3)
 
 
 def test_saved_model_equals_keras_on_the_same_image(trained_job):
