@@ -44,6 +44,22 @@ def _read_text(path: str) -> str:
         return file.read()
 
 
+def parse_metadata(data_dir: str, path: str, text: str) -> dict:
+    """metadata.json as a dict; a DatasetError naming the file when it is not one."""
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = str(error)
+    else:
+        if isinstance(metadata, dict):
+            return metadata
+        problem = f"a JSON {type(metadata).__name__}"
+    raise DatasetError(
+        f"--data_dir {data_dir}: {path} is not a JSON object ({problem}); "
+        "rerun objrec-preprocess to write the dataset again"
+    )
+
+
 def load_dataset_info(data_dir: str) -> DatasetInfo:
     """Reads and checks metadata.json and labels.txt; raises DatasetError with the fix."""
     metadata_path = tf.io.gfile.join(data_dir, contract.METADATA_FILE)
@@ -53,16 +69,7 @@ def load_dataset_info(data_dir: str) -> DatasetInfo:
             "point it at the output of objrec-preprocess"
         )
     metadata_text = _read_text(metadata_path)
-    try:
-        metadata = json.loads(metadata_text)
-    except json.JSONDecodeError as error:
-        metadata = error
-    if not isinstance(metadata, dict):
-        raise DatasetError(
-            f"--data_dir {data_dir}: {metadata_path} is not a JSON object "
-            f"({metadata if isinstance(metadata, Exception) else type(metadata).__name__}); "
-            "rerun objrec-preprocess to write the dataset again"
-        )
+    metadata = parse_metadata(data_dir, metadata_path, metadata_text)
     version = metadata.get(contract.META_SCHEMA_VERSION)
     if version != contract.SCHEMA_VERSION:
         raise DatasetError(
