@@ -132,6 +132,17 @@ def running_server(
         yield server
 
 
+@contextlib.contextmanager
+def serving_toy(
+    version_dir: pathlib.Path, root: pathlib.Path, **overrides
+) -> Iterator[ModelServer]:
+    """`running_server` on a copy of a toy export as version 1 of `root/objrec`."""
+    base_path = root / contract.DEFAULT_MODEL_NAME
+    copy_version(version_dir, base_path, 1)
+    with running_server(base_path, **overrides) as server:
+        yield server
+
+
 def model_config_text(
     models: Mapping[str, pathlib.Path],
     versions: Mapping[str, Sequence[int]] | None = None,

@@ -19,14 +19,12 @@ from objrec.savedmodel import tensors
 from serving import values
 from serving.client import Prediction, PredictionClient, cli, image_files, library
 from tests import REPO, serving_fixtures
-from tests.serving_fixtures import LABELS, copy_version, running_server
+from tests.serving_fixtures import LABELS, copy_version, running_server, serving_toy
 
 
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
-    base_path = tmp_path_factory.mktemp("served") / "objrec"
-    copy_version(toy_version, base_path, 1)
-    with running_server(base_path) as running:
+    with serving_toy(toy_version, tmp_path_factory.mktemp("served")) as running:
         yield running
 
 

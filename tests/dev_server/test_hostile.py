@@ -27,17 +27,15 @@ from tests.serving_fixtures import (
     encode_png,
     outputs_of,
     predict_request,
-    running_server,
     sample_images,
+    serving_toy,
     wait_for,
 )
 
 
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
-    base_path = tmp_path_factory.mktemp("served") / "objrec"
-    copy_version(toy_version, base_path, 1)
-    with running_server(base_path, rest_api_port=0) as running:
+    with serving_toy(toy_version, tmp_path_factory.mktemp("served"), rest_api_port=0) as running:
         yield running
 
 

@@ -8,8 +8,6 @@ import base64
 import json
 import pathlib
 import re
-import urllib.error
-import urllib.request
 
 import grpc
 import pytest
@@ -30,6 +28,7 @@ from tests import serving_fixtures
 from tests.serving_fixtures import (
     LABELS,
     OTHER_LABELS,
+    call,
     copy_version,
     model_config_text,
     predict_request,
@@ -130,28 +129,18 @@ def test_metadata_resolves_a_label(predictions):
     assert predictions.GetModelMetadata(request, timeout=10).model_spec.version.value == 1
 
 
-def rest_call(server, path: str, body: object = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
 def test_rest_label_routes(labelled_server):
     image = serving_fixtures.encode_png(serving_fixtures.random_pixels(1))
     body = {"instances": [{"b64": base64.b64encode(image).decode()}]}
 
-    status, document = rest_call(labelled_server, "/v1/models/objrec/labels/canary:predict", body)
+    status, document = call(labelled_server, "/v1/models/objrec/labels/canary:predict", body)
     assert status == 200
     assert len(document["predictions"][0][contract.OUTPUT_TOP_K_CLASSES]) == TOP_K_OF_VERSION[2]
 
-    status, document = rest_call(labelled_server, "/v1/models/objrec/labels/beta:predict", body)
+    status, document = call(labelled_server, "/v1/models/objrec/labels/beta:predict", body)
     assert (status, document) == (400, {"error": "Unrecognized servable version label: beta"})
 
-    status, document = rest_call(labelled_server, "/v1/models/objrec/labels/stable/metadata")
+    status, document = call(labelled_server, "/v1/models/objrec/labels/stable/metadata")
     assert (status, document["model_spec"]["version"]) == (200, "1")
 
 

@@ -12,19 +12,21 @@ from tests import serving_fixtures
 from tests.serving_fixtures import (
     LABELS,
     call,
-    copy_version,
     outputs_of,
     predict_request,
-    running_server,
     sample_images,
+    serving_toy,
 )
 
 
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
-    base_path = tmp_path_factory.mktemp("served") / "objrec"
-    copy_version(toy_version, base_path, 1)
-    with running_server(base_path, rest_api_port=0, max_message_bytes=1024 * 1024) as running:
+    with serving_toy(
+        toy_version,
+        tmp_path_factory.mktemp("served"),
+        rest_api_port=0,
+        max_message_bytes=1024 * 1024,
+    ) as running:
         yield running
 
 

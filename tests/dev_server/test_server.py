@@ -47,6 +47,7 @@ from tests.serving_fixtures import (
     predict_request,
     running_server,
     sample_images,
+    serving_toy,
     version_states,
     wait_for,
 )
@@ -54,9 +55,7 @@ from tests.serving_fixtures import (
 
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
-    base_path = tmp_path_factory.mktemp("served") / "objrec"
-    copy_version(toy_version, base_path, 1)
-    with running_server(base_path) as running:
+    with serving_toy(toy_version, tmp_path_factory.mktemp("served")) as running:
         yield running
 
 
