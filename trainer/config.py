@@ -26,6 +26,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 PRECISIONS = ("auto", "off", "float16", "bfloat16")
+VERBOSITIES = ("auto", "0", "1", "2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,13 @@ class TrainConfig:
         50_000_000, "The exported model's limit of pixels per image (declared size).", int
     )
     seed: int = _flag(42, "Seed of shuffling, augmentation and initialisation.", int)
+    verbose: str = _flag(
+        "auto",
+        "As Keras's fit: 1 a progress bar within each epoch (steps, loss, images/s, ETA) and a "
+        "line per epoch, 2 the line per epoch only, 0 warnings only; auto is 1 on a terminal, "
+        "else 2.",
+        choices=VERBOSITIES,
+    )
     model_name: str = _flag(contract.DEFAULT_MODEL_NAME, "Model name of the export.")
 
     @property

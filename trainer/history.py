@@ -1,7 +1,9 @@
 """Per-epoch metrics: JOB_DIR/eval/history.json, the log line of each epoch, TensorBoard."""
 
 import json
+import sys
 
+import keras
 import tensorflow as tf
 
 from objrec import contract
@@ -29,6 +31,15 @@ class History:
             tf.io.gfile.makedirs(self.directory)
             with tf.io.gfile.GFile(self.path, "w") as file:
                 json.dump(self.epochs, file, indent=1)
+
+
+def progress_bar(steps: int, verbose: str, chief: bool) -> keras.utils.Progbar | None:
+    """Keras's progress bar over an epoch's steps: with --verbose 1, or auto on a terminal
+    (not in a pod's log, where a line per epoch says enough). The chief's only."""
+    shown = verbose == "1" or (verbose == "auto" and sys.stdout.isatty())
+    if not (chief and shown):
+        return None
+    return keras.utils.Progbar(steps, stateful_metrics=["loss", "images/s"])
 
 
 def summary_writer(log_dir: str, chief: bool) -> tf.summary.SummaryWriter:

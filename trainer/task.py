@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     config = train_flags.parse_flags(argv)
+    if config.verbose == "0":
+        logging.getLogger().setLevel(logging.WARNING)
     from trainer import job  # TensorFlow loads here, after --help and usage errors
 
     try:

@@ -232,15 +232,18 @@ def run_steps(
     watch: checkpoints.PreemptionWatch,
     backup: checkpoints.Backup,
     config: TrainConfig,
+    progress: keras.utils.Progbar | None = None,
 ) -> tuple[float, float, int]:
     """The rest of the current epoch's steps; returns (loss sum, correct count, steps run).
 
     Runs `steps_per_execution` steps a call, never past a backup step or the epoch's end;
     saves every `checkpoint_every_steps`; when any worker got SIGTERM, saves and exits.
+    `progress` shows the mean loss and the images per second so far after each call.
     """
     loss_sum = correct = 0.0
     done_before = int(state.step.numpy())
     done = done_before
+    started = time.monotonic()
     while done < steps:
         global_step = int(state.global_step.numpy())
         to_backup = config.checkpoint_every_steps - global_step % config.checkpoint_every_steps
@@ -251,6 +254,12 @@ def run_steps(
         loss_sum += float(loss)
         correct += float(call_correct)
         done += count
+        if progress is not None:
+            ran = done - done_before
+            seconds = time.monotonic() - started
+            progress.update(
+                done, [("loss", loss_sum / ran), ("images/s", ran * config.batch_size / seconds)]
+            )
         state.step.assign(done)
         state.global_step.assign(global_step + count)
         if float(preempted) > 0:
@@ -320,7 +329,8 @@ def train(
         stop = False
         while int(state.epoch.numpy()) < phase.epochs and not stop:
             started = time.monotonic()
-            sums = run_steps(train_step, train_data, state, steps, watch, backup, config)
+            bar = history.progress_bar(steps, config.verbose, chief)
+            sums = run_steps(train_step, train_data, state, steps, watch, backup, config, bar)
             record = epoch_record(phase, phase_index, state, sums, optimizer, config.batch_size)
             if validate:
                 stop = validate_and_keep(trainee, validate, record, config.early_stopping_patience)

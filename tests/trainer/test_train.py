@@ -18,6 +18,7 @@ from trainer import (
     checkpoints,
     distribution,
     export,
+    history,
     input_pipeline,
     job,
     kept_weights,
@@ -543,3 +544,27 @@ def test_mixed_precision_training_exports_a_float32_graph(tmp_path):
     dtypes = {attr.type for node in nodes for attr in node.attr.values() if attr.type}
     assert tf.bfloat16.as_datatype_enum not in dtypes
     assert tf.float16.as_datatype_enum not in dtypes
+
+
+@pytest.mark.parametrize(
+    "verbose, on_terminal, chief, shown",
+    [("auto", True, True, True), ("auto", False, True, False), ("1", False, True, True),
+     ("2", True, True, False), ("0", True, True, False), ("1", True, False, False)],
+)  # fmt: skip
+def test_the_progress_bar_follows_verbose_as_keras_fit(verbose, on_terminal, chief, shown,
+                                                       monkeypatch):  # fmt: skip
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: on_terminal, raising=False)
+    bar = history.progress_bar(10, verbose, chief)
+    assert (bar is not None) is shown
+
+
+@pytest.mark.slow
+def test_verbose_1_shows_steps_loss_and_images_per_second(tiny_dataset, tmp_path, capsys):
+    flags = [*TINY_TRAINING_FLAGS, "--head_epochs", "0", "--verbose", "1"]
+    config = train_flags.parse_flags(
+        ["--data_dir", tiny_dataset, "--job_dir", str(tmp_path), *flags]
+    )
+    job.train_and_evaluate(config)
+    shown = capsys.readouterr().out
+    assert "6/6" in shown  # 48 training images, batches of 8
+    assert "loss:" in shown and "images/s:" in shown
