@@ -44,6 +44,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="classes listed per image (default: all the model exports)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="a progress bar on stderr; auto: when stderr is a terminal and the results are "
+        "not shown there (--evaluate, or rows sent to a file) (default: auto)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--batch_size", type=int, default=16, help="images per request")
     parser.add_argument("--max_concurrent_requests", type=int, default=4)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from serving.client import evaluation, image_files, report
+from serving.client import evaluation, image_files, progress, report
 from serving.client.library import PredictionClient
 
 
@@ -27,7 +27,11 @@ def client_from_args(args: argparse.Namespace) -> PredictionClient:
 
 
 def predict_paths(
-    client: PredictionClient, paths: Sequence[str], top_k: int | None, as_json: bool
+    client: PredictionClient,
+    paths: Sequence[str],
+    top_k: int | None,
+    as_json: bool,
+    progress_mode: str = "off",
 ) -> int:
     """Predicts every image file, printing one row (or JSON line) per file as results arrive.
 
@@ -41,13 +45,16 @@ def predict_paths(
     # Read a few requests' worth of files at a time: bounded memory on any folder size.
     chunk_size = client.batch_size * 8
     failed = 0
-    for start in range(0, len(files), chunk_size):
-        rows = predict_files(client, files[start : start + chunk_size], top_k)
-        if start == 0:  # after the first answer, so an error is not preceded by a header
-            print(formatter.header(), end="")
-        for row in rows:
-            print(formatter.row(row), flush=True)
-            failed += row.problem is not None
+    shown = progress.wanted(progress_mode, results_on_terminal=sys.stdout.isatty())
+    with progress.progress_bar(len(files), "predicting", shown) as advance:
+        for start in range(0, len(files), chunk_size):
+            rows = predict_files(client, files[start : start + chunk_size], top_k)
+            if start == 0:  # after the first answer, so an error is not preceded by a header
+                print(formatter.header(), end="")
+            for row in rows:
+                print(formatter.row(row), flush=True)
+                failed += row.problem is not None
+            advance(len(rows))
     if failed:
         print(
             f"objrec-predict: {failed} of {len(files)} files got no label (see their rows)",
@@ -84,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
             if args.status:
                 print_status(client, args.json)
             elif args.evaluate:
-                print(evaluation.evaluate_folder(client, args.evaluate, args.json), end="")
-            elif predict_paths(client, args.paths, args.top_k, args.json):
+                shown = progress.wanted(args.progress, results_on_terminal=False)
+                print(evaluation.evaluate_folder(client, args.evaluate, args.json, shown), end="")
+            elif predict_paths(client, args.paths, args.top_k, args.json, args.progress):
                 return 2
     except grpc.RpcError as error:
         print(f"objrec-predict: {describe_rpc_error(error, args)}", file=sys.stderr)

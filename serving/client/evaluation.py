@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from objrec import contract
 from objrec.metrics import label_metrics
-from serving.client import image_files
+from serving.client import image_files, progress
 from serving.client.library import PredictionClient
 
 
@@ -68,17 +68,26 @@ def format_report(metrics: dict, folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_folder(client: PredictionClient, folder: str, as_json: bool) -> str:
+def evaluate_folder(
+    client: PredictionClient, folder: str, as_json: bool, show_progress: bool = False
+) -> str:
     """Predicts every labelled image through `client`; returns the report text."""
     pairs = labelled_files(folder)
     chunk_size = client.batch_size * 8
     predicted = []
-    for start in range(0, len(pairs), chunk_size):
-        chunk = pairs[start : start + chunk_size]
-        images = [image_files.read(path, client.request_budget()) for path, _ in chunk]
-        unreadable = [image for image in images if image.data is None]
-        if unreadable:
-            raise OSError(f"cannot send {unreadable[0].path}: {unreadable[0].error}")
-        predicted.extend(p.label for p in client.predict([image.data for image in images]))
+    with progress.progress_bar(len(pairs), "evaluating", show_progress) as advance:
+        for start in range(0, len(pairs), chunk_size):
+            chunk = pairs[start : start + chunk_size]
+            predicted.extend(predict_labels(client, chunk))
+            advance(len(chunk))
     metrics = score([label for _, label in pairs], predicted)
     return json.dumps(metrics) + "\n" if as_json else format_report(metrics, folder)
+
+
+def predict_labels(client: PredictionClient, chunk: list[tuple[str, str]]) -> list[str | None]:
+    """The served labels of a chunk of (path, label) files, in order."""
+    images = [image_files.read(path, client.request_budget()) for path, _ in chunk]
+    unreadable = [image for image in images if image.data is None]
+    if unreadable:
+        raise OSError(f"cannot send {unreadable[0].path}: {unreadable[0].error}")
+    return [prediction.label for prediction in client.predict([image.data for image in images])]

@@ -456,3 +456,16 @@ def test_evaluate_names_the_file_it_cannot_send_and_why(tmp_path):
         f"cannot send {tmp_path / 'cat' / 'b.png'}: too large to send: 100 bytes, over 10 bytes "
         "per request"
     )
+
+
+def test_evaluate_shows_its_progress_on_stderr_when_asked(address, tmp_path, capsys):
+    folder = tmp_path / "heldout"
+    for label, data in zip(LABELS[:2], images(2), strict=True):
+        (folder / label).mkdir(parents=True)
+        (folder / label / "x.png").write_bytes(data)
+    argv = ["--server", address, "--evaluate", str(folder)]
+    code, _, err = run_cli([*argv, "--progress", "on"], capsys)
+    assert code == 0, err
+    assert "evaluating" in err and "2/2" in err
+    code, _, err = run_cli([*argv, "--progress", "off"], capsys)
+    assert (code, err) == (0, "")
