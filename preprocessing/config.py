@@ -72,6 +72,7 @@ class PreprocessConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_images_per_class: int = 1
     strict: bool = False
+    progress: str = "auto"  # auto | on | off: the local run's counts on stderr
 
     def __post_init__(self) -> None:
         if self.image_size < 1:
@@ -149,6 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strict", action="store_true", help="Fail when a class has too few images."
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default=defaults.progress,
+        help="Counts of files read, decoded, rejected, duplicate and written as a local run "
+        "goes, on stderr; auto: when stderr is a terminal (default: %(default)s).",
     )
 
 

@@ -9,10 +9,14 @@ Counters (namespace `objrec.preprocessing`), each equal to a metadata.json count
 | `duplicates` | `num_duplicates` |
 | `label_conflicts` | `num_label_conflicts` |
 | `examples_written_<split>` | `splits[<split>].num_examples` |
+| `images_decoded` | (records and duplicates before de-duplication: progress only) |
 
 A runner shows them while the job runs (the Dataflow console's "Custom counters"), long
 before metadata.json exists.
 """
+
+import collections
+import threading
 
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
@@ -25,6 +29,7 @@ METRICS_NAMESPACE = "objrec.preprocessing"
 INPUTS_READ = "inputs_read"
 DUPLICATES = "duplicates"
 LABEL_CONFLICTS = "label_conflicts"
+IMAGES_DECODED = "images_decoded"
 # Tag of the side output that carries rejected-log entries.
 REJECTED = "rejected"
 
@@ -39,9 +44,28 @@ def written_counter(split: str) -> str:
     return f"examples_written_{split}"
 
 
+# The counters as this process has seen them, for a local run's progress display: the
+# in-process runner runs every step here (Dataflow's workers keep copies no one reads).
+_local_counts: collections.Counter = collections.Counter()
+_local_lock = threading.Lock()
+
+
 def increment(name: str, value: int = 1) -> None:
     """Adds `value` to the job counter `name`."""
     Metrics.counter(METRICS_NAMESPACE, name).inc(value)
+    with _local_lock:
+        _local_counts[name] += value
+
+
+def local_counts() -> dict[str, int]:
+    """What this process has counted so far (a bundle that is retried counts twice)."""
+    with _local_lock:
+        return dict(_local_counts)
+
+
+def reset_local_counts() -> None:
+    with _local_lock:
+        _local_counts.clear()
 
 
 def rejected_output(entry: dict) -> pvalue.TaggedOutput:

@@ -38,7 +38,8 @@ Steps: list the inputs -> count rows that list the same file -> read each file o
 decode, orient, convert, resize, JPEG-encode -> group the sources by hash (keep one copy, log
 duplicates, reject label conflicts) and join one JPEG per hash to its keeper -> split
 (named by the input, else by hash) -> shard by hash -> write shards, logs, labels.txt and,
-last, metadata.json; print a summary. Progress: the Beam counters of metrics.py.
+last, metadata.json; print a summary. Progress: the Beam counters of metrics.py, which a
+local run also shows as it goes (progress.py).
 """
 
 import difflib
@@ -61,7 +62,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from objrec import contract
 from preprocessing import config as config_lib
-from preprocessing import inputs, metrics, report, transforms
+from preprocessing import inputs, metrics, progress, report, transforms
 from preprocessing.errors import PreprocessError
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -296,8 +297,10 @@ def launch(
     """Builds the job, runs it on the options' runner and waits for it to finish."""
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config, spec)
-    result = pipeline.run()
-    result.wait_until_finish()
+    local_run = options.view_as(StandardOptions).runner == LOCAL_RUNNER
+    with progress.local_progress(progress.wanted(config.progress, local_run)):
+        result = pipeline.run()
+        result.wait_until_finish()
     return result
 
 

@@ -142,6 +142,7 @@ class EncodeImageFn(beam.DoFn):
             for _ in range(times):
                 yield rejected_output(report.rejection(source.uri, UNREADABLE, str(error)))
             return
+        metrics.increment(metrics.IMAGES_DECODED, times)
         yield sha256, EncodedImage(source, stored), times
 
 

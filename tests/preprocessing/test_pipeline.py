@@ -437,3 +437,14 @@ def test_gcs_input_and_output_take_the_same_code_path(gcs_bucket, tmp_path):
     )
     with pytest.raises(PreprocessError, match="--output gs://objrec-test/dataset is not empty"):
         run_job(source, output)
+
+
+def test_a_local_run_shows_its_counts_as_it_goes_when_asked(tmp_path, capsys):
+    write_class_images(tmp_path / "in", {"cat": 3, "dog": 2})
+    write(tmp_path / "in" / "dog" / "broken.jpg", b"not a jpeg")
+    shutil.copy(tmp_path / "in" / "cat" / "cat_1.png", tmp_path / "in" / "cat" / "copy.png")
+    run_job(tmp_path / "in", tmp_path / "out", "--progress", "on")
+    shown = capsys.readouterr().err
+    assert "read 7 · decoded 6 · rejected 1 · duplicates 1 · written 5" in shown
+    run_job(tmp_path / "in", tmp_path / "out-quiet", "--progress", "off")
+    assert "read 7" not in capsys.readouterr().err

@@ -394,6 +394,7 @@ def test_counters_report_inputs_rejections_duplicates_conflicts_and_written_exam
         metrics.DUPLICATES: 1,
         metrics.LABEL_CONFLICTS: 1,
         metrics.written_counter("test"): 1,
+        metrics.IMAGES_DECODED: 4,  # a, b and both c: the empty d and the stray e are not
     }
     # The raw query, as a runner's monitoring shows it: one namespace for the job.
     query = result.metrics().query(MetricsFilter().with_namespace(metrics.METRICS_NAMESPACE))
