@@ -86,6 +86,7 @@ TRAINING_CURVES_PICTURE = "training_curves.png"  # JOB_DIR/eval/...
 CONFUSION_MATRIX_PICTURE = "confusion_matrix.png"
 SAMPLE_PREDICTIONS_PICTURE = "sample_predictions.png"
 EVAL_PICTURES = (TRAINING_CURVES_PICTURE, CONFUSION_MATRIX_PICTURE, SAMPLE_PREDICTIONS_PICTURE)
+REPORT_FILE = "report.html"  # JOB_DIR/eval/report.html, DATASET_DIR/report.html
 
 # eval/metrics.json keys (the client's --evaluate prints the same, without top_k and split).
 METRIC_NUM_EXAMPLES = "num_examples"

@@ -2,7 +2,8 @@
 # Sets up what objrec needs on this machine, idempotently:
 #   .venv with objrec (editable) and every dependency pinned by constraints.txt;
 #   .venv-checkov with checkov (the deployment tests' policy suite), pinned likewise;
-#   the Debian package dataset-fashion-mnist (real sample photos) when it is missing.
+#   the Debian packages dataset-fashion-mnist (real sample photos) and chromium (the headless
+#   browser of the report test) when they are missing.
 # Reinstalls only when requirements*.txt, constraints.txt or setup.py change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +35,15 @@ if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_wanted" ]; then
   echo "$checkov_wanted" > "$checkov_stamp"
 fi
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Debian packages: the sample photos, and a headless browser for the report's rendering test.
+packages=()
+[ -d /usr/share/datasets/fashion-mnist ] || packages+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
-  echo "objrec: installing the Debian package dataset-fashion-mnist (sample photos)"
+  echo "objrec: installing the Debian packages ${packages[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${packages[@]}" >/dev/null
 fi

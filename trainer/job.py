@@ -91,6 +91,7 @@ def export_and_evaluate(
     metrics[contract.METRIC_SPLIT] = split
     report.write_metrics(config.job_dir, metrics)
     report.draw_pictures(config.job_dir, config.resolved_log_dir, predictions, metrics, epochs)
+    report.write_html_report(config.job_dir, info, predictions, metrics, epochs)
     export_dir = export_lib.export_model(model, config, info, before_publish=exit_if_preempted)
     lineage.report_to_hypertune(metrics[contract.METRIC_ACCURACY], global_step=len(epochs))
     logging.info(
