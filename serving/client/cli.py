@@ -78,6 +78,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "precision and recall, confusion matrix",
     )
     parser.add_argument(
+        "--report",
+        metavar="PATH",
+        default=None,
+        help="with --evaluate, also write a self-contained HTML page there (local or gs://): "
+        "per-class table, confusion matrix, most confused pairs, most confidently wrong images",
+    )
+    parser.add_argument(
         "--status",
         action="store_true",
         help="print the model's versions and signatures, predict nothing",
@@ -85,6 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.paths and not args.status and not args.evaluate:
         parser.error("give at least one image file or folder (or --status, or --evaluate)")
+    if args.report and not args.evaluate:
+        parser.error("--report needs --evaluate FOLDER: it reports on that folder's images")
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top_k {args.top_k}: ask for at least 1 class")
     if args.batch_size < 1 or args.max_concurrent_requests < 1:

@@ -92,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
                 print_status(client, args.json)
             elif args.evaluate:
                 shown = progress.wanted(args.progress, results_on_terminal=False)
-                print(evaluation.evaluate_folder(client, args.evaluate, args.json, shown), end="")
+                text = evaluation.evaluate_folder(
+                    client, args.evaluate, args.json, shown, report_path=args.report
+                )
+                print(text, end="")
             elif predict_paths(client, args.paths, args.top_k, args.json, args.progress):
                 return 2
     except grpc.RpcError as error:

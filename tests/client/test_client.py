@@ -18,7 +18,7 @@ from objrec import contract, testing
 from objrec.savedmodel import tensors
 from serving import values
 from serving.client import Prediction, PredictionClient, cli, image_files, library
-from tests import REPO, serving_fixtures
+from tests import REPO, html_pages, serving_fixtures
 from tests.serving_fixtures import LABELS, copy_version, running_server, serving_toy
 
 
@@ -469,3 +469,31 @@ def test_evaluate_shows_its_progress_on_stderr_when_asked(address, tmp_path, cap
     assert "evaluating" in err and "2/2" in err
     code, _, err = run_cli([*argv, "--progress", "off"], capsys)
     assert (code, err) == (0, "")
+
+
+def test_evaluate_writes_a_report_of_the_served_model(address, tmp_path, capsys):
+    folder = tmp_path / "heldout"
+    for index, data in enumerate(images(9)):
+        label = LABELS[index % len(LABELS)]
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / f"{index}.png").write_bytes(data)
+    page = tmp_path / "report.html"
+    argv = ["--server", address, "--evaluate", str(folder), "--json", "--report", str(page)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads(out)
+    parts = html_pages.parse(page)
+    assert parts.external == []
+    assert {"Per class", "Confusion matrix", "Most confused", "Top losses"} <= set(parts.headings)
+    assert f"{metrics['accuracy']:.4f} on 9 images (0 not decodable)" in parts.cells
+    wrong = [alt for _, alt in parts.images]
+    assert len(wrong) == 9 - round(metrics["accuracy"] * 9)
+    scores = [float(alt.rsplit("(", 1)[1].rstrip(")")) for alt in wrong]
+    assert scores == sorted(scores, reverse=True)  # the surest mistakes first
+
+
+def test_report_needs_evaluate(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args(["--report", "r.html", "photo.jpg"])
+    assert exit_.value.code == 2
+    assert "--report needs --evaluate FOLDER" in capsys.readouterr().err

@@ -1,8 +1,6 @@
 """eval/report.html: self-contained, with the trainer's own pictures, rendered by a real
 headless browser."""
 
-import base64
-import html.parser
 import io
 import json
 import pathlib
@@ -14,40 +12,7 @@ import pytest
 from PIL import Image
 
 from objrec import contract, html_report
-
-
-class PageParts(html.parser.HTMLParser):
-    """The images (data URIs), headings and table cells of a page, and any external link."""
-
-    def __init__(self):
-        super().__init__()
-        self.images, self.headings, self.cells, self.external = [], [], [], []
-        self._tag = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self._tag = tag
-        if tag == "img":
-            self.images.append((attrs["src"], attrs.get("alt", "")))
-        for name in ("src", "href"):
-            if attrs.get(name) and not attrs[name].startswith("data:"):
-                self.external.append(attrs[name])
-
-    def handle_data(self, data):
-        if self._tag in ("h1", "h2", "h3"):
-            self.headings.append(data)
-        elif self._tag in ("td", "th"):
-            self.cells.append(data)
-
-
-def parse(path: pathlib.Path) -> PageParts:
-    parts = PageParts()
-    parts.feed(path.read_text())
-    return parts
-
-
-def decoded(src: str) -> bytes:
-    return base64.b64decode(src.split(",", 1)[1])
+from tests.html_pages import decoded, parse
 
 
 @pytest.fixture(scope="module")
