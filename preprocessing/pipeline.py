@@ -60,9 +60,9 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from objrec import contract
+from objrec import contract, html_report
 from preprocessing import config as config_lib
-from preprocessing import inputs, metrics, progress, report, transforms
+from preprocessing import inputs, metrics, progress, records, report, transforms
 from preprocessing.errors import PreprocessError
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -195,6 +195,29 @@ def read_metadata(output: str) -> dict:
         return json.loads(file.read())
 
 
+def write_dataset_page(output: str, metadata: dict, per_class: int = 6) -> str:
+    """DATASET_DIR/report.html: class counts per split, rejections by reason, duplicates and
+    the first stored images of each class."""
+    train = metadata[contract.META_SPLITS].get(contract.TRAIN, {})
+    shards = [FileSystems.join(output, name) for name in train.get(contract.META_FILES, [])]
+    found = records.class_samples(shards, per_class, max_records=2000)
+    samples = [
+        html_report.Example(image, label)
+        for label in metadata[contract.META_LABELS]
+        for image in found.get(label, [])
+    ]
+    facts = {"dataset": output, "input": metadata[contract.META_CONFIG].get("input", "")}
+    page = html_report.page(
+        "objrec dataset",
+        [html_report.summary_section("objrec dataset", facts),
+         html_report.dataset_section(metadata, samples)],
+    )  # fmt: skip
+    path = FileSystems.join(output, contract.REPORT_FILE)
+    with FileSystems.create(path, mime_type="text/html") as file:
+        file.write(page.encode())
+    return path
+
+
 def check_class_sizes(metadata: dict, config: config_lib.PreprocessConfig) -> None:
     """Warns about classes below --min_images_per_class; with --strict, fails."""
     below = report.classes_below(metadata, config.min_images_per_class)
@@ -310,6 +333,7 @@ def finish(config: config_lib.PreprocessConfig) -> dict:
     unaccounted = report.unaccounted_inputs(metadata)
     if unaccounted:
         raise RuntimeError(f"{unaccounted} inputs are missing from records and logs: a bug")
+    write_dataset_page(config.output, metadata)
     print(report.format_summary(metadata, config.output))
     train = metadata[contract.META_SPLITS].get(contract.TRAIN, {})
     if not train.get(contract.META_NUM_EXAMPLES):

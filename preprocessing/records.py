@@ -1,9 +1,13 @@
 """The stored record: a tf.train.Example with the contract's features, in TFRecord framing."""
 
 import struct
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import google_crc32c
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from objrec import contract
 
@@ -62,3 +66,37 @@ def tfrecord_frame(record: bytes) -> bytes:
             struct.pack("<I", masked_crc32c(record)),
         ]
     )
+
+
+def read_frames(file: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The first `limit` records of a TFRecord file, their CRCs checked."""
+    for _ in range(limit):
+        header = file.read(12)
+        if len(header) < 12:
+            return
+        length_bytes, length_crc = header[:8], struct.unpack("<I", header[8:])[0]
+        if masked_crc32c(length_bytes) != length_crc:
+            raise ValueError("TFRecord length checksum does not match")
+        (length,) = struct.unpack("<Q", length_bytes)
+        record, (data_crc,) = file.read(length), struct.unpack("<I", file.read(4))
+        if masked_crc32c(record) != data_crc:
+            raise ValueError("TFRecord data checksum does not match")
+        yield record
+
+
+def class_samples(shards: list[str], per_class: int, max_records: int) -> dict[str, list[bytes]]:
+    """class name -> the stored JPEGs of its first `per_class` records in `shards`."""
+    samples: dict[str, list[bytes]] = {}
+    read = 0
+    for shard in shards:
+        with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+            for record in read_frames(file, max_records - read):
+                read += 1
+                features = tf.train.Example.FromString(record).features.feature
+                label = features[contract.FEATURE_LABEL_TEXT].bytes_list.value[0].decode()
+                kept = samples.setdefault(label, [])
+                if len(kept) < per_class:
+                    kept.append(features[contract.FEATURE_ENCODED].bytes_list.value[0])
+        if read >= max_records:
+            break
+    return samples

@@ -19,6 +19,7 @@ from objrec import contract
 from preprocessing import image_io, pipeline, sample_data
 from preprocessing.dedup import LABEL_CONFLICT
 from preprocessing.errors import PreprocessError
+from tests import html_pages
 from tests.dataset_fixtures import (
     encode,
     noise,
@@ -448,3 +449,19 @@ def test_a_local_run_shows_its_counts_as_it_goes_when_asked(tmp_path, capsys):
     assert "read 7 · decoded 6 · rejected 1 · duplicates 1 · written 5" in shown
     run_job(tmp_path / "in", tmp_path / "out-quiet", "--progress", "off")
     assert "read 7" not in capsys.readouterr().err
+
+
+def test_the_dataset_page_shows_counts_reasons_and_samples_per_class(tmp_path):
+    write_class_images(tmp_path / "in", {"cat": 3, "dog": 2})
+    write(tmp_path / "in" / "dog" / "broken.jpg", b"not a jpeg")
+    metadata = run_job(tmp_path / "in", tmp_path / "out")
+    parts = html_pages.parse(tmp_path / "out" / contract.REPORT_FILE)
+    assert parts.external == []
+    assert {"objrec dataset", "Dataset", "Samples per class"} <= set(parts.headings)
+    for reason, count in metadata[contract.META_REJECTED_REASONS].items():
+        assert reason in parts.cells and str(count) in parts.cells
+    captions = [alt for _, alt in parts.images]
+    train = metadata[contract.META_SPLITS]["train"][contract.META_CLASS_COUNTS]
+    assert captions == ["cat"] * train["cat"] + ["dog"] * train["dog"]  # all, up to 6 a class
+    stored = {record[contract.FEATURE_ENCODED] for record in read_records(tmp_path / "out")}
+    assert {html_pages.decoded(src) for src, _ in parts.images} <= stored
