@@ -36,7 +36,8 @@ def test_the_graph_sees_every_package_and_their_imports():
                    "serving.dev_server.server", "preprocessing.pipeline"):  # fmt: skip
         assert module in GRAPH
     assert "objrec.savedmodel.signatures" in GRAPH["trainer.export"]
-    assert "serving.client.library" in GRAPH["serving.client.cli"]
+    assert "serving.client.commands" in GRAPH["serving.client.cli"]
+    assert "serving.client.library" in GRAPH["serving.client.commands"]
     assert "objrec.contract" in GRAPH["serving.dev_server.server"]
 
 
