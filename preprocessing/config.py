@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 from objrec import contract
+from objrec.flags import DefaultsHelpFormatter
 
 # (split name, fraction of the examples) in contract.SPLITS order.
 SplitFractions = tuple[tuple[str, float], ...]
@@ -135,7 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.num_shards,
         help="Shards per split; 0 = about 150 MB each. Train gets at least min(16, examples).",
     )
-    parser.add_argument("--jpeg_quality", type=int, default=defaults.jpeg_quality)
+    parser.add_argument(
+        "--jpeg_quality",
+        type=int,
+        default=defaults.jpeg_quality,
+        help="quality of the stored JPEGs, 1 to 95",
+    )
     parser.add_argument(
         "--max_pixels",
         type=int,
@@ -177,6 +183,7 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
         prog="objrec-preprocess",
         description=DESCRIPTION,
         epilog="Every other flag goes to Beam: --runner, --project, --region, --temp_location, ...",
+        formatter_class=DefaultsHelpFormatter,
     )
     add_arguments(parser)
     known, beam_args = parser.parse_known_args(argv)

@@ -1,10 +1,12 @@
 """Every command answers --help and usage errors before TensorFlow or Beam loads."""
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
+from objrec.flags import DefaultsHelpFormatter
 from tests import REPO
 
 # How each console script of setup.py starts: the module and the call it makes.
@@ -61,3 +63,35 @@ def test_a_usage_error_is_one_line_before_tensorflow_or_beam_loads(name, argv, m
     assert result.returncode == 2
     assert message in result.stderr.splitlines()[-1]
     assert result.stdout.strip() == "LOADED"
+
+
+def parsers() -> dict:
+    from preprocessing import config as preprocess_config
+    from serving.client import cli as predict_cli
+    from serving.dev_server import cli as serve_cli
+    from trainer import flags as train_flags
+
+    preprocess = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    preprocess_config.add_arguments(preprocess)
+    return {
+        "objrec-preprocess": preprocess,
+        "objrec-train": train_flags.build_parser(),
+        "objrec-serve": serve_cli.build_parser(),
+        "objrec-predict": predict_cli.build_parser(),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_flag_has_help_with_its_default_and_choices(name):
+    parser = parsers()[name]
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        text = parser.format_help()
+        assert action.help, f"{name} {action.option_strings[0]} has no help"
+        if action.default not in (None, "", False, []) and not action.required:
+            # The flag's own entry: from its line to the next flag's.
+            entry = text.split(f"\n  {action.option_strings[0]}", 1)[1].split("\n  -", 1)[0]
+            assert "default" in entry, (name, action.option_strings[0])
+        if action.choices:
+            assert "{" + ",".join(map(str, action.choices)) + "}" in text

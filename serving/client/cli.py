@@ -15,13 +15,15 @@ import sys
 from collections.abc import Sequence
 
 from objrec import contract
+from objrec.flags import DefaultsHelpFormatter
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The objrec-predict command line."""
     parser = argparse.ArgumentParser(
         prog="objrec-predict",
         description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
         epilog="Exit status: 0 every file labelled; 2 a usage error or a file that got no "
         "label (after every row is printed); 1 the server could not be reached or failed.",
     )
@@ -36,7 +38,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=f"localhost:{contract.DEFAULT_GRPC_PORT}",
         help="HOST:PORT or dns:///HOST:PORT",
     )
-    parser.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME)
+    parser.add_argument(
+        "--model_name",
+        default=contract.DEFAULT_MODEL_NAME,
+        help="the served model (ModelSpec.name)",
+    )
     parser.add_argument(
         "--top_k",
         type=int,
@@ -53,7 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--batch_size", type=int, default=16, help="images per request")
-    parser.add_argument("--max_concurrent_requests", type=int, default=4)
+    parser.add_argument(
+        "--max_concurrent_requests", type=int, default=4, help="requests in flight at once"
+    )
     pin = parser.add_mutually_exclusive_group()
     pin.add_argument("--model_version", type=int, default=None, help="pin a version")
     pin.add_argument(
@@ -61,7 +69,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="pin the version a label of the server's model config names, e.g. stable",
     )
-    parser.add_argument("--signature_name", default=contract.SERVING_SIGNATURE)
+    parser.add_argument(
+        "--signature_name",
+        default=contract.SERVING_SIGNATURE,
+        help="the SavedModel signature to call",
+    )
     parser.add_argument("--ca_file", default=None, help="PEM CA certificates: use TLS")
     parser.add_argument(
         "--metadata",
@@ -89,6 +101,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the model's versions and signatures, predict nothing",
     )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed, checked objrec-predict command line."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.paths and not args.status and not args.evaluate:
         parser.error("give at least one image file or folder (or --status, or --evaluate)")

@@ -22,20 +22,26 @@ import os
 import sys
 from collections.abc import Sequence
 
-from objrec.flags import parse_bool
+from objrec.flags import DefaultsHelpFormatter, parse_bool
 from serving.dev_server.config import ServerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The objrec-serve command line: TF Serving's flag names and defaults."""
     defaults = ServerConfig()
-    parser = argparse.ArgumentParser(prog="objrec-serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="objrec-serve",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--model_base_path",
         default="",
         help="JOB_DIR/export/objrec: holds integer version directories",
     )
-    parser.add_argument("--model_name", default=defaults.model_name)
+    parser.add_argument(
+        "--model_name", default=defaults.model_name, help="the name clients put in ModelSpec.name"
+    )
     parser.add_argument(
         "--model_config_file",
         default=None,
@@ -51,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow_version_labels_for_unavailable_models",
         type=parse_bool,
         default=defaults.allow_version_labels_for_unavailable_models,
+        help="let a label name a version that is not loaded yet (TF Serving refuses such "
+        "labels at startup without it)",
     )
     parser.add_argument("--port", type=int, default=defaults.port, help="gRPC port")
     parser.add_argument(
@@ -70,8 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--file_system_poll_wait_seconds",
         type=float,
         default=defaults.file_system_poll_wait_seconds,
+        help="how often to look for new versions; 0 or less looks only at startup",
     )
-    parser.add_argument("--grpc_max_threads", type=int, default=defaults.grpc_max_threads)
+    parser.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=defaults.grpc_max_threads,
+        help="requests served at once",
+    )
     parser.add_argument(
         "--max_message_bytes",
         type=int,
@@ -79,14 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest gRPC request or response",
     )
     parser.add_argument(
-        "--enable_model_warmup", type=parse_bool, default=defaults.enable_model_warmup
+        "--enable_model_warmup",
+        type=parse_bool,
+        default=defaults.enable_model_warmup,
+        help="replay the export's assets.extra/tf_serving_warmup_requests after loading",
     )
     parser.add_argument(
         "--tensorflow_session_parallelism",
         type=int,
         default=defaults.tensorflow_session_parallelism,
+        help="TensorFlow's intra- and inter-op threads; 0 lets TensorFlow choose",
     )
-    parser.add_argument("--grace_period_seconds", type=float, default=defaults.grace_period_seconds)
+    parser.add_argument(
+        "--grace_period_seconds",
+        type=float,
+        default=defaults.grace_period_seconds,
+        help="how long running requests may finish after SIGTERM",
+    )
     return parser
 
 
