@@ -397,6 +397,12 @@ def test_counters_of_a_run_equal_its_metadata(split_folder_run):
             metrics.written_counter(name): split[contract.META_NUM_EXAMPLES]
             for name, split in metadata[contract.META_SPLITS].items()
         },
+        # Decoded: every stored record, every duplicate and every label conflict.
+        metrics.IMAGES_DECODED: sum(
+            split[contract.META_NUM_EXAMPLES] for split in metadata[contract.META_SPLITS].values()
+        )
+        + metadata[contract.META_NUM_DUPLICATES]
+        + metadata[contract.META_REJECTED_REASONS].get(LABEL_CONFLICT, 0),
     }
     assert counters[metrics.INPUTS_READ] == 15
     assert counters[metrics.written_counter("train")] == 6

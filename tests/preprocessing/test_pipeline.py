@@ -428,6 +428,7 @@ def test_gcs_input_and_output_take_the_same_code_path(gcs_bucket, tmp_path):
         f"dataset/{contract.METADATA_FILE}",
         f"dataset/{contract.log_file_name(contract.REJECTED_PREFIX)}",
         f"dataset/{contract.log_file_name(contract.DUPLICATES_PREFIX)}",
+        f"dataset/{contract.REPORT_FILE}",
     }
     for name in files:
         gcs_bucket.blob(f"dataset/{name}").download_to_filename(str(tmp_path / name))
