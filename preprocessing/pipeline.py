@@ -369,6 +369,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict |
 def main() -> None:
     """Console script `objrec-preprocess`."""
     logging.getLogger().setLevel(logging.INFO)
+    # Beam's own INFO lines (its state cache, its workers) say nothing a user acts on.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         run()
     except PreprocessError as error:
