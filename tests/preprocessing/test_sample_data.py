@@ -106,3 +106,17 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path):
     first_bag = int(np.flatnonzero(labels == sample_data.CLASS_NAMES.index("Bag"))[0])
     saved = np.asarray(Image.open(tmp_path / "Bag" / f"test_{first_bag}.png"))
     np.testing.assert_array_equal(saved, images[first_bag])
+
+
+def test_without_the_debian_package_the_keras_cache_is_read(idx_dir, tmp_path, monkeypatch):
+    """The README's route outside Debian: the idx files in ~/.keras/datasets/fashion-mnist."""
+    import keras
+
+    def no_download():
+        raise AssertionError("the cache should have been read, not the network")
+
+    monkeypatch.setattr(sample_data, "DEBIAN_DIR", tmp_path / "no-package")
+    monkeypatch.setattr(sample_data, "KERAS_CACHE_DIR", idx_dir)
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", no_download)
+    images, labels = sample_data.load_fashion_mnist("test")
+    assert images.shape == (20, 28, 28) and labels.tolist() == list(range(10)) * 2
