@@ -177,8 +177,8 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
 DESCRIPTION = "objrec-preprocess: labelled images to a sharded TFRecord dataset (Apache Beam)."
 
 
-def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
-    """The job's config, and the remaining arguments for Beam's PipelineOptions."""
+def build_parser() -> argparse.ArgumentParser:
+    """The objrec-preprocess command line: the job's own flags (Beam's pass through)."""
     parser = argparse.ArgumentParser(
         prog="objrec-preprocess",
         description=DESCRIPTION,
@@ -186,6 +186,12 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
         formatter_class=DefaultsHelpFormatter,
     )
     add_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
+    """The job's config, and the remaining arguments for Beam's PipelineOptions."""
+    parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
     try:
         return config_from_args(known), beam_args

@@ -69,7 +69,12 @@ def tfrecord_frame(record: bytes) -> bytes:
 
 
 def read_frames(file: BinaryIO, limit: int) -> Iterator[bytes]:
-    """The first `limit` records of a TFRecord file, their CRCs checked."""
+    """The first `limit` records of a TFRecord file, their CRCs checked.
+
+    Read through a Beam FileSystems handle, not tf.data: TensorFlow's own gs:// file system
+    ignores STORAGE_EMULATOR_HOST, and the pipeline takes one path idiom (Beam's) for local
+    and gs:// alike; Beam has no public reader of single TFRecord files.
+    """
     for _ in range(limit):
         header = file.read(12)
         if len(header) < 12:

@@ -1,12 +1,10 @@
 """Every command answers --help and usage errors before TensorFlow or Beam loads."""
 
-import argparse
 import subprocess
 import sys
 
 import pytest
 
-from objrec.flags import DefaultsHelpFormatter
 from tests import REPO
 
 # How each console script of setup.py starts: the module and the call it makes.
@@ -71,10 +69,8 @@ def parsers() -> dict:
     from serving.dev_server import cli as serve_cli
     from trainer import flags as train_flags
 
-    preprocess = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
-    preprocess_config.add_arguments(preprocess)
     return {
-        "objrec-preprocess": preprocess,
+        "objrec-preprocess": preprocess_config.build_parser(),
         "objrec-train": train_flags.build_parser(),
         "objrec-serve": serve_cli.build_parser(),
         "objrec-predict": predict_cli.build_parser(),
