@@ -27,13 +27,16 @@ BIN = pathlib.Path(sys.executable).parent
 
 
 def write_manifest(work: pathlib.Path, rows: int) -> pathlib.Path:
+    """`rows` rows naming one image, in the train split (a job without a training example
+    fails, and a split from the content hash could be any)."""
     image = work / "images" / "cat" / "x.png"
-    image.parent.mkdir(parents=True, exist_ok=True)
-    Image.effect_noise((32, 32), 64).convert("RGB").save(image)
+    if not image.exists():
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.effect_noise((32, 32), 64).convert("RGB").save(image)
     manifest = work / f"manifest-{rows}.csv"
     with open(manifest, "w") as file:
-        file.write("uri,label\n")
-        file.writelines(f"{image},cat\n" for _ in range(rows))
+        file.write("uri,label,split\n")
+        file.writelines(f"{image},cat,train\n" for _ in range(rows))
     return manifest
 
 

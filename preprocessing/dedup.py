@@ -58,11 +58,13 @@ def survey(copies: Iterable[Copy]) -> Survey:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """One row's fate: kept (`entry` None), a duplicate or a rejection (its log entry)."""
+    """The fate of `times` rows listing `source`: kept (`entry` None, one row), duplicates or
+    rejections (their log entry, the same for each of those rows)."""
 
     kind: str  # KEPT, DUPLICATE or REJECTED
     source: SourceFile
     entry: dict | None = None
+    times: int = 1
 
 
 KEPT, DUPLICATE, REJECTED = "kept", "duplicate", "rejected"
@@ -85,14 +87,13 @@ def resolve_same_content(sha256: str, copies: Iterable[Copy]) -> Iterator[Outcom
             f"in {found.rows} files: {files}; fix the label of the wrong copies"
         )
         for source, times in copies:
-            for _ in range(times):
-                yield Outcome(
-                    REJECTED, source, report.rejection(source.uri, LABEL_CONFLICT, detail)
-                )
+            entry = report.rejection(source.uri, LABEL_CONFLICT, detail)
+            yield Outcome(REJECTED, source, entry, times)
         return
     keeper = found.keeper
     yield Outcome(KEPT, keeper)
     for source, times in copies:
         again = times - 1 if source == keeper else times
-        for _ in range(again):
-            yield Outcome(DUPLICATE, source, report.duplicate(source.uri, keeper.uri, source.label))
+        if again:
+            entry = report.duplicate(source.uri, keeper.uri, source.label)
+            yield Outcome(DUPLICATE, source, entry, again)

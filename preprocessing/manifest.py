@@ -243,7 +243,7 @@ class ManifestSource(beam.PTransform):
         return (
             pbegin
             | "ReadLines" >> beam.io.ReadFromText(self._info.uri, skip_header_lines=header_lines)
-            # A manifest may be read in a few large bundles; spread the rows out.
-            | "Spread" >> beam.Reshuffle()
+            # No Reshuffle here: it would hold every row at once in the local runner, and the
+            # rows are spread anyway by transforms.CountRepeats, which groups them by file.
             | "Parse" >> beam.ParDo(ParseRowFn(self._info))
         )

@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from objrec import contract
+from preprocessing import report
 
 METRICS_NAMESPACE = "objrec.preprocessing"
 INPUTS_READ = "inputs_read"
@@ -68,10 +69,11 @@ def reset_local_counts() -> None:
         _local_counts.clear()
 
 
-def rejected_output(entry: dict) -> pvalue.TaggedOutput:
-    """A rejected-log entry on the REJECTED output, counted per reason."""
-    increment(rejected_counter(entry[contract.LOG_REASON]))
-    return pvalue.TaggedOutput(REJECTED, entry)
+def rejected_output(entry: dict, times: int = 1) -> pvalue.TaggedOutput:
+    """A rejected-log entry for `times` input rows on the REJECTED output (a report.Logged),
+    counted per reason."""
+    increment(rejected_counter(entry[contract.LOG_REASON]), times)
+    return pvalue.TaggedOutput(REJECTED, report.Logged(entry, times))
 
 
 def job_counters(result: PipelineResult) -> dict[str, int]:

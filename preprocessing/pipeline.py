@@ -111,8 +111,8 @@ def _write_dataset_index(metadata: dict, output: str) -> None:
     transforms.write_file(FileSystems.join(output, contract.METADATA_FILE), text.encode())
 
 
-def _uri_of_entry(entry: dict) -> str:
-    return entry[contract.LOG_URI]
+def _reason_and_rows(logged: report.Logged) -> tuple[str, int]:
+    return logged.entry[contract.LOG_REASON], logged.times
 
 
 def build_pipeline(
@@ -149,19 +149,19 @@ def build_pipeline(
     ) | "AllRejected" >> beam.Flatten()
     rejected_log = FileSystems.join(output, contract.log_file_name(contract.REJECTED_PREFIX))
     duplicates_log = FileSystems.join(output, contract.log_file_name(contract.DUPLICATES_PREFIX))
-    listed = (
-        files | "FileUri" >> beam.Map(lambda source: source.uri),
-        misplaced | "MisplacedUri" >> beam.Map(_uri_of_entry),
+    listed_rows = (
+        files | "FileRow" >> beam.Map(lambda source: 1),
+        misplaced | "MisplacedRows" >> beam.Map(lambda logged: logged.times),
     ) | "AllInputs" >> beam.Flatten()
 
     summary = {
         "labels": labels,
-        "num_inputs": listed | "CountInputs" >> beam.combiners.Count.Globally(),
+        "num_inputs": listed_rows | "CountInputs" >> beam.CombineGlobally(sum),
         "num_rejected": rejected | "WriteRejectedLog" >> transforms.WriteJsonLines(rejected_log),
         "rejected_reasons": (
             rejected
-            | "Reason" >> beam.Map(lambda entry: entry[contract.LOG_REASON])
-            | "CountPerReason" >> beam.combiners.Count.PerElement()
+            | "Reason" >> beam.Map(_reason_and_rows)
+            | "CountPerReason" >> beam.CombinePerKey(sum)
             | "ReasonCounts" >> beam.combiners.ToDict()
         ),
         "num_duplicates": resolved[transforms.DUPLICATES]

@@ -2,9 +2,18 @@
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from objrec import contract
 from preprocessing.config import PreprocessConfig
+
+
+class Logged(NamedTuple):
+    """A log entry and the number of input rows it stands for: a manifest that lists one file
+    a million times carries one entry through the job, written out as a million lines."""
+
+    entry: dict
+    times: int = 1
 
 
 def rejection(uri: str, reason: str, detail: str) -> dict:
@@ -37,6 +46,11 @@ def json_lines(entries: Iterable[dict]) -> bytes:
     """Entries as JSON lines sorted by URI, so that a rerun writes the same bytes."""
     lines = sorted((entry[contract.LOG_URI], json_line(entry)) for entry in entries)
     return "".join(line + "\n" for _, line in lines).encode()
+
+
+def sort_key_and_line(logged: Logged) -> tuple[str, str, int]:
+    """(URI, JSON line, rows): what a log file needs of an entry, sorted by URI then line."""
+    return logged.entry[contract.LOG_URI], json_line(logged.entry), logged.times
 
 
 def build_metadata(

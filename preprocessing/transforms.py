@@ -135,12 +135,10 @@ class EncodeImageFn(beam.DoFn):
                 data, config.image_size, config.resize_mode, config.jpeg_quality, config.max_pixels
             )
         except image_io.ImageError as error:
-            for _ in range(times):
-                yield rejected_output(report.rejection(source.uri, error.reason, error.detail))
+            yield rejected_output(report.rejection(source.uri, error.reason, error.detail), times)
             return
         except UNREADABLE_ERRORS as error:
-            for _ in range(times):
-                yield rejected_output(report.rejection(source.uri, UNREADABLE, str(error)))
+            yield rejected_output(report.rejection(source.uri, UNREADABLE, str(error)), times)
             return
         metrics.increment(metrics.IMAGES_DECODED, times)
         yield sha256, EncodedImage(source, stored), times
@@ -156,11 +154,11 @@ class ResolveDuplicatesFn(beam.DoFn):
             if outcome.kind == dedup.KEPT:
                 yield sha256, outcome.source
             elif outcome.kind == dedup.DUPLICATE:
-                metrics.increment(metrics.DUPLICATES)
-                yield pvalue.TaggedOutput(DUPLICATES, outcome.entry)
+                metrics.increment(metrics.DUPLICATES, outcome.times)
+                yield pvalue.TaggedOutput(DUPLICATES, report.Logged(outcome.entry, outcome.times))
             else:
                 conflict = True
-                yield rejected_output(outcome.entry)
+                yield rejected_output(outcome.entry, outcome.times)
         if conflict:
             metrics.increment(metrics.LABEL_CONFLICTS)
             yield pvalue.TaggedOutput(CONFLICTS, sha256)
@@ -299,22 +297,30 @@ class WriteShards(beam.PTransform):
         )
 
 
-def _write_lines(keyed_lines: list[tuple[str, str]], path: str) -> int:
-    """Writes (uri, JSON line) pairs sorted, as report.json_lines orders them, a chunk at a
-    time: a log of a million rows is never one string in memory."""
+def _write_lines(keyed_lines: list[tuple[str, str, int]], path: str) -> int:
+    """Writes (uri, JSON line, rows) sorted, as report.json_lines orders them, each line once
+    per row it stands for, a chunk at a time: memory follows the distinct entries, and a log
+    of a million rows is never one string in memory. Returns the lines written."""
     keyed_lines.sort()
+    written = 0
     with create_file(path) as file:
-        for start in range(0, len(keyed_lines), _LINES_PER_WRITE):
-            chunk = keyed_lines[start : start + _LINES_PER_WRITE]
-            file.write("".join(line + "\n" for _, line in chunk).encode())
-    return len(keyed_lines)
+        chunk: list[str] = []
+        for _, line, times in keyed_lines:
+            for _ in range(times):
+                chunk.append(line + "\n")
+                if len(chunk) == _LINES_PER_WRITE:
+                    file.write("".join(chunk).encode())
+                    written, chunk = written + len(chunk), []
+        file.write("".join(chunk).encode())
+    return written + len(chunk)
 
 
 _LINES_PER_WRITE = 10_000
 
 
 class WriteJsonLines(beam.PTransform):
-    """Log entries -> one JSON-lines file at `path`, sorted; outputs the number of lines.
+    """report.Logged entries -> one JSON-lines file at `path`, sorted; outputs its number of
+    lines (the rows the entries stand for).
 
     The file is written even when there are no entries, so readers never guess.
     """
@@ -327,7 +333,7 @@ class WriteJsonLines(beam.PTransform):
         return (
             entries
             # The line, not the entry dict, is what waits for the sort: a third of the memory.
-            | "Line" >> beam.Map(lambda entry: (entry[contract.LOG_URI], report.json_line(entry)))
+            | "Line" >> beam.Map(report.sort_key_and_line)
             | "Collect" >> beam.combiners.ToList()
             | "Write" >> beam.Map(_write_lines, path=self._path)
         )

@@ -417,21 +417,22 @@ def test_csv_manifest_run_respects_named_splits_and_hashes_the_others(tmp_path, 
         write(images / f"{index}.png", encode(noise(index), "PNG"))
         split = {0: "test", 1: "val", 2: "train"}.get(index, "")
         rows.append(f"photos/{index}.png,{label},{split}")
-    rows.append("photos/missing.png,cat,")
-    rows.append("photos/3.png,cat,")  # the same row twice: a duplicate of itself
+    # Rows repeated: each is counted and logged once per row, one entry carried per file.
+    rows.extend(["photos/missing.png,cat,"] * 3)
+    rows.extend(["photos/3.png,cat,"] * 2)  # the same row thrice: two duplicates of itself
     rows.append(f"{images / '4.png'},cat,")  # the same bytes under another label
     manifest_uri = write_text(tmp_path / "m.csv", "\n".join(rows) + "\n")
 
     metadata = run_job(manifest_uri, tmp_path / "out", "--image_size", "16", "--split", "train=1")
 
     assert metadata[contract.META_INPUT_LAYOUT] == inputs.MANIFEST
-    assert metadata[contract.META_NUM_INPUTS] == 11
-    # The end-of-run summary: 7 stored, 3 rejected, 1 duplicate = 11 rows.
+    assert metadata[contract.META_NUM_INPUTS] == 14
+    # The end-of-run summary: 7 stored, 5 rejected, 2 duplicates = 14 rows.
     assert capsys.readouterr().out.splitlines()[-3:] == [
-        f"Wrote {tmp_path / 'out'}: 7 examples of 11 inputs (train 5 in 5 files, "
+        f"Wrote {tmp_path / 'out'}: 7 examples of 14 inputs (train 5 in 5 files, "
         "validation 1 in 1 file, test 1 in 1 file).",
         "Classes: 2, smallest dog with 3.",  # dog: 0, 2, 6 (4 is a conflict)
-        "Rejected: 3 (label_conflict 2, unreadable 1); duplicates: 1; label conflicts: 1.",
+        "Rejected: 5 (label_conflict 2, unreadable 3); duplicates: 2; label conflicts: 1.",
     ]
     stored = split_of_each_source(tmp_path / "out")
     assert stored == {
@@ -444,15 +445,14 @@ def test_csv_manifest_run_respects_named_splits_and_hashes_the_others(tmp_path, 
     assert sorted((entry[contract.LOG_URI], entry[contract.LOG_REASON]) for entry in rejected) == [
         (str(images / "4.png"), LABEL_CONFLICT),
         (str(images / "4.png"), LABEL_CONFLICT),
-        (str(images / "missing.png"), transforms.UNREADABLE),
+        *[(str(images / "missing.png"), transforms.UNREADABLE)] * 3,
     ]
-    assert read_log(tmp_path / "out", contract.DUPLICATES_PREFIX) == [
-        {
-            contract.LOG_URI: str(images / "3.png"),
-            contract.LOG_DUPLICATE_OF: str(images / "3.png"),
-            contract.LOG_LABEL: "cat",
-        }
-    ]
+    duplicate = {
+        contract.LOG_URI: str(images / "3.png"),
+        contract.LOG_DUPLICATE_OF: str(images / "3.png"),
+        contract.LOG_LABEL: "cat",
+    }
+    assert read_log(tmp_path / "out", contract.DUPLICATES_PREFIX) == [duplicate] * 2
 
 
 @pytest.mark.slow

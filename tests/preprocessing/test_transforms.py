@@ -43,8 +43,9 @@ def write(path, data: bytes) -> str:
     return str(path)
 
 
-def uri_and_reason(entry: dict) -> tuple[str, str]:
-    return entry[contract.LOG_URI], entry[contract.LOG_REASON]
+def uri_and_reason(logged: report.Logged) -> tuple[str, str]:
+    assert logged.times == 1
+    return logged.entry[contract.LOG_URI], logged.entry[contract.LOG_REASON]
 
 
 def test_class_folder_source_lists_nested_files_and_skips_files_outside_classes(tmp_path):
@@ -214,11 +215,10 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
             resolved[transforms.DUPLICATES],
             equal_to(
                 [
-                    report.duplicate("/in/cat/b", "/in/cat/a", "cat"),
-                    # The row listed three times: kept once, two duplicates of itself.
-                    report.duplicate("/in/dog/single", "/in/dog/single", "dog"),
-                    report.duplicate("/in/dog/single", "/in/dog/single", "dog"),
-                    report.duplicate("/in/a_train/cat/y", "/in/test/cat/y", "cat"),
+                    report.Logged(report.duplicate("/in/cat/b", "/in/cat/a", "cat")),
+                    # The row listed three times: kept once, one entry for its two duplicates.
+                    report.Logged(report.duplicate("/in/dog/single", "/in/dog/single", "dog"), 2),
+                    report.Logged(report.duplicate("/in/a_train/cat/y", "/in/test/cat/y", "cat")),
                 ]
             ),
             label="Duplicates",
@@ -232,8 +232,8 @@ def test_resolve_duplicates_splits_keepers_duplicates_and_conflicts():
 
 
 def test_a_file_listed_many_times_is_read_once(tmp_path, monkeypatch):
-    """A manifest naming one file 2,000 times: one read and decode, one record, 1,999
-    duplicates, and nothing held per row but its source."""
+    """A manifest naming one file 2,000 times: one read and decode, one record, and one
+    duplicates entry standing for the other 1,999 rows: nothing is held per row."""
     image = write(tmp_path / "cat" / "x.png", noise_png(8))
     reads = []
     real_read = transforms.read_image_file
@@ -252,8 +252,8 @@ def test_a_file_listed_many_times_is_read_once(tmp_path, monkeypatch):
             label="Unique",
         )
         assert_that(
-            resolved[transforms.DUPLICATES] | beam.combiners.Count.Globally(),
-            equal_to([1999]),
+            resolved[transforms.DUPLICATES],
+            equal_to([report.Logged(report.duplicate(image, image, "cat"), 1999)]),
             label="Duplicates",
         )
     assert len(reads) == 1
@@ -345,19 +345,24 @@ def test_write_shards_writes_hash_ordered_non_empty_files(
     assert read == [record.example for record in sorted(train, key=lambda r: r.sha256)]
 
 
-def test_write_json_lines_writes_a_sorted_file_even_when_empty(tmp_path):
+def test_write_json_lines_writes_a_sorted_file_even_when_empty(tmp_path, monkeypatch):
+    monkeypatch.setattr(transforms, "_LINES_PER_WRITE", 2)  # chunks end inside a repeated entry
     entries = [
         report.rejection("/in/b", "corrupt", "x"),
         report.rejection("/in/a", "truncated", "y"),
+        report.rejection("/in/c", "corrupt", "z"),
     ]
+    # /in/c stands for three rows (a manifest listing it three times): three lines.
+    logged = [report.Logged(entries[0]), report.Logged(entries[1]), report.Logged(entries[2], 3)]
     with beam_pipeline() as pipeline:
-        full = pipeline | "Entries" >> beam.Create(entries)
+        full = pipeline | "Entries" >> beam.Create(logged)
         empty = pipeline | "NoEntries" >> beam.Create([])
         counted = full | "Full" >> transforms.WriteJsonLines(str(tmp_path / "full.jsonl"))
         none = empty | "Empty" >> transforms.WriteJsonLines(str(tmp_path / "empty.jsonl"))
-        assert_that(counted, equal_to([2]), label="FullCount")
+        assert_that(counted, equal_to([5]), label="FullCount")
         assert_that(none, equal_to([0]), label="EmptyCount")
-    assert (tmp_path / "full.jsonl").read_bytes() == report.json_lines(entries)
+    expected = report.json_lines([entries[0], entries[1], *[entries[2]] * 3])
+    assert (tmp_path / "full.jsonl").read_bytes() == expected
     assert (tmp_path / "full.jsonl").read_text().splitlines()[0].endswith('"uri": "/in/a"}')
     assert (tmp_path / "empty.jsonl").read_bytes() == b""
 

@@ -195,11 +195,12 @@ def test_split_given_or_default():
 
 
 def outcomes(members, times=None) -> dict[str, list]:
-    """resolve_same_content's outcomes by kind: kept sources, duplicate and rejected entries."""
+    """resolve_same_content's outcomes by kind: kept sources, duplicate and rejected entries
+    (an entry once per row it stands for)."""
     copies = [dedup.Copy(member, (times or {}).get(member.uri, 1)) for member in members]
     found = {dedup.KEPT: [], dedup.DUPLICATE: [], dedup.REJECTED: []}
     for outcome in dedup.resolve_same_content(sha("x"), copies):
-        found[outcome.kind].append(outcome.entry or outcome.source)
+        found[outcome.kind].extend([outcome.entry or outcome.source] * outcome.times)
     return found
 
 
