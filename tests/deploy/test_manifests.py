@@ -302,6 +302,14 @@ def test_rolling_update_never_lowers_capacity(overlay):
 
 
 @pytest.mark.parametrize("overlay", SERVING)
+def test_serving_returns_a_large_request_memory_after_answering(overlay):
+    # objrec-serve sets the same (tests/dev_server/test_hostile.py measures the difference).
+    serving = container(find(rendered(overlay), "Deployment", "objrec-serving"), "tf-serving")
+    env = {item["name"]: item.get("value") for item in serving["env"]}
+    assert env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
+
+
+@pytest.mark.parametrize("overlay", SERVING)
 def test_disruption_budget_never_blocks_a_drain(overlay):
     objects = rendered(overlay)
     budget = find(objects, "PodDisruptionBudget", "objrec-serving")["spec"]
