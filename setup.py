@@ -21,7 +21,10 @@ setuptools.setup(
     description="Labelled image folders to an image classifier served by TensorFlow Serving.",
     python_requires=">=3.10",
     packages=setuptools.find_packages(
-        include=["objrec", "objrec.*", "preprocessing", "trainer", "serving", "serving.*"]
+        include=[
+            "objrec", "objrec.*", "preprocessing", "trainer", "serving", "serving.*",
+            "batch_predict",
+        ]
     ),
     install_requires=read_requirements("requirements.txt"),
     extras_require={
@@ -34,6 +37,7 @@ setuptools.setup(
             "objrec-train=trainer.task:main",
             "objrec-serve=serving.dev_server.cli:main",
             "objrec-predict=serving.client.cli:main",
+            "objrec-batch-predict=batch_predict.cli:main",
         ]
     },
 )

@@ -48,3 +48,20 @@ def label_metrics(true_ids: np.ndarray, predicted_ids: np.ndarray, labels: Seque
         contract.METRIC_CONFUSION_MATRIX: matrix.tolist(),
         contract.METRIC_LABELS: list(labels),
     }
+
+
+def score_predictions(true_labels: Sequence[str], predicted_labels: Sequence[str | None]) -> dict:
+    """Metrics of predictions by class name (None: the model could not decode the image):
+    `objrec-predict --evaluate` and the batch prediction job.
+
+    Undecodable images count as misses in `accuracy`; the per-class figures and the
+    confusion matrix cover the decoded images.
+    """
+    labels = sorted(set(true_labels) | {p for p in predicted_labels if p is not None})
+    index = {label: i for i, label in enumerate(labels)}
+    decoded = [(t, p) for t, p in zip(true_labels, predicted_labels, strict=True) if p]
+    metrics = label_metrics([index[t] for t, _ in decoded], [index[p] for _, p in decoded], labels)
+    metrics[contract.METRIC_ACCURACY] = sum(t == p for t, p in decoded) / len(true_labels)
+    metrics[contract.METRIC_NUM_EXAMPLES] = len(true_labels)
+    metrics[contract.METRIC_NUM_INVALID] = len(true_labels) - len(decoded)
+    return metrics

@@ -48,6 +48,7 @@ class ManifestInfo:
     columns: tuple[str, ...]  # CSV header names, lower case; () for JSONL
     num_rows: int
     num_rows_with_split: int
+    label_required: bool = True  # batch prediction reads manifests whose labels are optional
 
 
 def manifest_format(uri: str) -> str | None:
@@ -66,10 +67,11 @@ def _csv_fields(line: str) -> list[str]:
         ) from None
 
 
-def parse_header(line: str) -> tuple[str, ...]:
-    """The CSV header's column names in lower case; ValueError unless uri and label are there."""
+def parse_header(line: str, label_required: bool = True) -> tuple[str, ...]:
+    """The CSV header's column names in lower case; ValueError unless uri (and label, if
+    required) are there."""
     columns = tuple(name.strip().lower() for name in _csv_fields(line.lstrip(_BYTE_ORDER_MARK)))
-    missing = [name for name in (URI, LABEL) if name not in columns]
+    missing = [name for name in (URI, LABEL)[: 2 if label_required else 1] if name not in columns]
     if missing:
         raise ValueError(
             f"the header row {line.strip()!r} has no {' or '.join(missing)} column; {MANIFEST_HINT}"
@@ -107,13 +109,15 @@ def _text_field(fields: dict, name: str, required: bool) -> str:
 
 
 def parse_row(
-    line: str, manifest_format_: str, columns: tuple[str, ...]
+    line: str, manifest_format_: str, columns: tuple[str, ...], label_required: bool = True
 ) -> tuple[str, str, str | None]:
-    """(uri as written, label, split or None) of one row; ValueError saying what is wrong."""
+    """(uri as written, label ("" if optional and absent), split or None) of one row;
+    ValueError saying what is wrong."""
     fields = _row_fields(line, manifest_format_, columns)
     split_name = _text_field(fields, SPLIT, required=False).lower()
     split = split_of_name(split_name) if split_name else None
-    return _text_field(fields, URI, True), _text_field(fields, LABEL, True), split
+    label = _text_field(fields, LABEL, label_required)
+    return _text_field(fields, URI, True), label, split
 
 
 def base_folder(manifest_uri: str) -> str:
@@ -138,10 +142,10 @@ def resolve_uri(base: str, uri: str) -> str:
 
 
 def source_file(
-    line: str, manifest_format_: str, columns: tuple[str, ...], base: str
+    line: str, manifest_format_: str, columns: tuple[str, ...], base: str, label_required=True
 ) -> SourceFile:
     """The SourceFile of one manifest row; ValueError saying what is wrong with the row."""
-    uri, label, split = parse_row(line, manifest_format_, columns)
+    uri, label, split = parse_row(line, manifest_format_, columns, label_required)
     return SourceFile(resolve_uri(base, uri), label, split)
 
 
@@ -163,14 +167,16 @@ def _check_file_system(uri: str, checked: set[str | None]) -> None:
     checked.add(scheme)
 
 
-def _check_rows(lines, manifest_format_: str, columns: tuple[str, ...], base: str):
+def _check_rows(
+    lines, manifest_format_: str, columns: tuple[str, ...], base: str, label_required: bool
+):
     num_rows = num_rows_with_split = 0
     schemes: set[str | None] = set()
     for number, line in lines:
         if not line.strip():
             continue
         try:
-            source = source_file(line, manifest_format_, columns, base)
+            source = source_file(line, manifest_format_, columns, base, label_required)
             _check_file_system(source.uri, schemes)
         except ValueError as error:
             raise ValueError(f"line {number}: {error}") from None
@@ -179,7 +185,7 @@ def _check_rows(lines, manifest_format_: str, columns: tuple[str, ...], base: st
     return num_rows, num_rows_with_split
 
 
-def check_manifest(uri: str) -> ManifestInfo:
+def check_manifest(uri: str, label_required: bool = True) -> ManifestInfo:
     """Reads and checks every row of the manifest at `uri` before any work starts.
 
     Raises:
@@ -194,9 +200,9 @@ def check_manifest(uri: str) -> ManifestInfo:
                 _, header = next(lines, (1, ""))
                 if not header.strip():
                     raise ValueError(f"the file is empty; {MANIFEST_HINT}")
-                columns = parse_header(header)
+                columns = parse_header(header, label_required)
             num_rows, num_rows_with_split = _check_rows(
-                lines, manifest_format_, columns, base_folder(uri)
+                lines, manifest_format_, columns, base_folder(uri), label_required
             )
     except (BeamIOError, FileNotFoundError) as error:
         raise PreprocessError(f"cannot read --input {uri}: {error}") from None
@@ -208,7 +214,9 @@ def check_manifest(uri: str) -> ManifestInfo:
         raise PreprocessError(f"--input {uri}: {error}") from None
     if num_rows == 0:
         raise PreprocessError(f"--input {uri} lists no images; {MANIFEST_HINT}")
-    return ManifestInfo(uri, manifest_format_, columns, num_rows, num_rows_with_split)
+    return ManifestInfo(
+        uri, manifest_format_, columns, num_rows, num_rows_with_split, label_required
+    )
 
 
 class ParseRowFn(beam.DoFn):
@@ -223,7 +231,8 @@ class ParseRowFn(beam.DoFn):
             return
         metrics.increment(metrics.INPUTS_READ)
         try:
-            yield source_file(line, self._info.format, self._info.columns, self._base)
+            info = self._info
+            yield source_file(line, info.format, info.columns, self._base, info.label_required)
         except ValueError as error:
             # check_manifest accepted every row: the file changed since.
             raise ValueError(

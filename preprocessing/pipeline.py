@@ -46,6 +46,7 @@ import difflib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -234,9 +235,15 @@ def check_class_sizes(metadata: dict, config: config_lib.PreprocessConfig) -> No
     logging.warning(message)
 
 
-def unknown_flags_message(beam_args: list[str], unknown: list[str]) -> str:
+def unknown_flags_message(
+    beam_args: list[str],
+    unknown: list[str],
+    program: str = "objrec-preprocess",
+    own_flags: Sequence[str] | None = None,
+) -> str:
     """Names each unknown flag as the user typed it (Beam reads `--image-size` as
-    `image_size`), with the job's own flag it most likely meant."""
+    `image_size`), with the job's own flag (`own_flags`, without dashes) it most likely meant."""
+    own_flags = config_lib.flag_names() if own_flags is None else own_flags
     typed = {}
     for arg in beam_args:
         spelled = arg.split("=", 1)[0]
@@ -244,22 +251,31 @@ def unknown_flags_message(beam_args: list[str], unknown: list[str]) -> str:
     parts = []
     for name in unknown:
         spelled = typed.get(name, f"--{name}")
-        close = difflib.get_close_matches(name, config_lib.flag_names(), n=1)
+        close = difflib.get_close_matches(name, own_flags, n=1)
         parts.append(f"{spelled} (did you mean --{close[0]}?)" if close else spelled)
     return (
-        f"unknown flag {', '.join(parts)}: neither objrec-preprocess nor Apache Beam has it; "
-        "check the spelling (objrec-preprocess --help lists the job's own flags)"
+        f"unknown flag {', '.join(parts)}: neither {program} nor Apache Beam has it; "
+        f"check the spelling ({program} --help lists the job's own flags)"
     )
 
 
-def pipeline_options(beam_args: list[str], save_main_session: bool) -> PipelineOptions:
-    """Beam's options from the flags the job does not know; the in-process runner by default."""
+def pipeline_options(
+    beam_args: list[str],
+    save_main_session: bool,
+    program: str = "objrec-preprocess",
+    own_flags: Sequence[str] | None = None,
+) -> PipelineOptions:
+    """Beam's options from the flags the job does not know; the in-process runner by default.
+
+    Raises:
+        PreprocessError: a flag neither `program` nor Beam has, with the closest own flag.
+    """
     options = PipelineOptions(beam_args)
     unknown = sorted(
         set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
     )
     if unknown:
-        raise PreprocessError(unknown_flags_message(beam_args, unknown))
+        raise PreprocessError(unknown_flags_message(beam_args, unknown, program, own_flags))
     # build_pipeline's functions use this module's imports; run as __main__ on Dataflow,
     # workers only have them through the saved main session.
     options.view_as(SetupOptions).save_main_session = save_main_session
@@ -268,7 +284,7 @@ def pipeline_options(beam_args: list[str], save_main_session: bool) -> PipelineO
     return options
 
 
-def _is_dataflow(options: PipelineOptions) -> bool:
+def is_dataflow(options: PipelineOptions) -> bool:
     runner = str(options.view_as(StandardOptions).runner).lower()
     return runner.removesuffix("runner") == "dataflow"
 
@@ -288,7 +304,7 @@ def check_runner_options(config: config_lib.PreprocessConfig, options: PipelineO
             "--template_location is not supported: --input and --output are fixed when the "
             "job is built; run the job directly (or build it offline with --dry_run True)"
         )
-    if not _is_dataflow(options):
+    if not is_dataflow(options):
         return
     for flag, path in (("--input", config.input), ("--output", config.output)):
         if FileSystems.get_scheme(path) is None:

@@ -141,12 +141,20 @@ def _has_match(pattern: str) -> bool:
         raise PreprocessError(f"cannot list {pattern}: {error}") from None
 
 
+def all_files_pattern(root: str) -> str:
+    """Every object under `root`, at any depth."""
+    return FileSystems.join(root, "**")
+
+
+def check_has_files(root: str, hint: str) -> None:
+    """Fails fast, before any work, when `root` does not exist or holds no files."""
+    if not _has_match(all_files_pattern(root)):
+        raise PreprocessError(f"--input {root} does not exist or holds no files; {hint}")
+
+
 def check_class_folders(root: str) -> None:
     """Fails fast, before any work, when `root` has no files or no class folders."""
-    if not _has_match(FileSystems.join(root, "**")):
-        raise PreprocessError(
-            f"--input {root} does not exist or holds no files; {FOLDER_LAYOUT_HINT}"
-        )
+    check_has_files(root, FOLDER_LAYOUT_HINT)
     if not _has_match(files_pattern(root)):
         raise PreprocessError(
             f"--input {root} holds files but no class folders; {FOLDER_LAYOUT_HINT}"

@@ -16,7 +16,7 @@ import pathlib
 from collections.abc import Container, Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PRODUCT_PACKAGES = ("objrec", "preprocessing", "trainer", "serving")
+PRODUCT_PACKAGES = ("objrec", "preprocessing", "trainer", "serving", "batch_predict")
 
 
 def module_name(path: pathlib.Path) -> str:

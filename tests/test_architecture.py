@@ -33,7 +33,8 @@ def imports_between(source_prefix: str, target_prefix: str) -> list[str]:
 def test_the_graph_sees_every_package_and_their_imports():
     # A graph that missed modules or imports would make every wall below hold trivially.
     for module in ("trainer.train", "objrec.savedmodel.signatures", "serving.client.cli",
-                   "serving.dev_server.server", "preprocessing.pipeline"):  # fmt: skip
+                   "serving.dev_server.server", "preprocessing.pipeline",
+                   "batch_predict.pipeline"):  # fmt: skip
         assert module in GRAPH
     assert "objrec.savedmodel.signatures" in GRAPH["trainer.export"]
     assert "serving.client.commands" in GRAPH["serving.client.cli"]
@@ -53,6 +54,12 @@ def test_the_graph_sees_every_package_and_their_imports():
         ("objrec", "preprocessing"),
         ("preprocessing", "trainer"),
         ("preprocessing", "serving"),
+        ("preprocessing", "batch_predict"),
+        ("batch_predict", "trainer"),
+        ("batch_predict", "serving"),
+        ("trainer", "batch_predict"),
+        ("serving", "batch_predict"),
+        ("objrec", "batch_predict"),
     ],
 )
 def test_no_module_imports_across_the_wall(source, target):

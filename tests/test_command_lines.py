@@ -13,6 +13,7 @@ COMMANDS = {
     "objrec-train": ("trainer.task", "sys.exit(main(sys.argv[1:]))"),
     "objrec-serve": ("serving.dev_server.cli", "main()"),
     "objrec-predict": ("serving.client.cli", "main()"),
+    "objrec-batch-predict": ("batch_predict.cli", "main()"),
 }
 HEAVY = ("tensorflow", "keras", "apache_beam", "grpc")
 
@@ -54,6 +55,7 @@ def test_help_answers_without_loading_tensorflow_or_beam(name):
         ("objrec-train", ["--data_dir", "d", "--batch_size", "many"], "--batch_size: invalid int"),
         ("objrec-serve", ["--port", "x"], "--port: invalid int value"),
         ("objrec-predict", ["--top_k", "x"], "--top_k: invalid int value"),
+        ("objrec-batch-predict", ["--model_dir", "m", "--input", "i"], "required: --output"),
     ],
 )
 def test_a_usage_error_is_one_line_before_tensorflow_or_beam_loads(name, argv, message):
@@ -64,6 +66,7 @@ def test_a_usage_error_is_one_line_before_tensorflow_or_beam_loads(name, argv, m
 
 
 def parsers() -> dict:
+    from batch_predict import config as batch_predict_config
     from preprocessing import config as preprocess_config
     from serving.client import cli as predict_cli
     from serving.dev_server import cli as serve_cli
@@ -74,6 +77,7 @@ def parsers() -> dict:
         "objrec-train": train_flags.build_parser(),
         "objrec-serve": serve_cli.build_parser(),
         "objrec-predict": predict_cli.build_parser(),
+        "objrec-batch-predict": batch_predict_config.build_parser(),
     }
 
 

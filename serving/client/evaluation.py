@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from objrec import contract, html_report
-from objrec.metrics import label_metrics
+from objrec.metrics import score_predictions
 from serving.client import image_files, progress
 from serving.client.library import PredictionClient
 from serving.values import Prediction
@@ -30,22 +30,6 @@ def labelled_files(folder: str) -> list[tuple[str, str]]:
             f"--evaluate {folder}: no images in class subfolders (FOLDER/<class>/<image>)"
         )
     return pairs
-
-
-def score(true_labels: Sequence[str], predicted_labels: Sequence[str | None]) -> dict:
-    """Metrics of served predictions (None: the model could not decode the image).
-
-    Undecodable images count as misses in `accuracy`; the per-class figures and the
-    confusion matrix cover the decoded images.
-    """
-    labels = sorted(set(true_labels) | {p for p in predicted_labels if p is not None})
-    index = {label: i for i, label in enumerate(labels)}
-    decoded = [(t, p) for t, p in zip(true_labels, predicted_labels, strict=True) if p]
-    metrics = label_metrics([index[t] for t, _ in decoded], [index[p] for _, p in decoded], labels)
-    metrics[contract.METRIC_ACCURACY] = sum(t == p for t, p in decoded) / len(true_labels)
-    metrics[contract.METRIC_NUM_EXAMPLES] = len(true_labels)
-    metrics[contract.METRIC_NUM_INVALID] = len(true_labels) - len(decoded)
-    return metrics
 
 
 def format_report(metrics: dict, folder: str) -> str:
@@ -86,7 +70,7 @@ def evaluate_folder(
             chunk = pairs[start : start + chunk_size]
             predictions.extend(predict_chunk(client, chunk))
             advance(len(chunk))
-    metrics = score([label for _, label in pairs], [p.label for p in predictions])
+    metrics = score_predictions([label for _, label in pairs], [p.label for p in predictions])
     if report_path:
         write_html_report(report_path, folder, client, pairs, predictions, metrics)
     return json.dumps(metrics) + "\n" if as_json else format_report(metrics, folder)

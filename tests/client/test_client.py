@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from objrec import contract, testing
+from objrec.metrics import score_predictions
 from objrec.savedmodel import tensors
 from serving import values
 from serving.client import Prediction, PredictionClient, cli, image_files, library
@@ -401,9 +402,7 @@ def test_cli_module_entry_point(address, tmp_path):
 
 
 def test_score_counts_undecodable_images_as_misses():
-    from serving.client import evaluation
-
-    metrics = evaluation.score(["cat", "cat", "dog", "dog"], ["cat", "dog", "dog", None])
+    metrics = score_predictions(["cat", "cat", "dog", "dog"], ["cat", "dog", "dog", None])
     assert metrics["accuracy"] == 0.5
     assert metrics["num_invalid"] == 1
     assert metrics["labels"] == ["cat", "dog"]
