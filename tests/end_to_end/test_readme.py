@@ -58,4 +58,5 @@ def test_the_readme_commands_run_as_written(tmp_path):
     assert "accuracy" in result.stdout  # the --evaluate report
     assert '"predictions"' in result.stdout  # the REST answer
     assert (tmp_path / "work" / "served-report.html").is_file()
+    assert "Wrote work/predicted: 1 predictions of 1 inputs" in result.stdout  # batch prediction
     assert (tmp_path / "work" / "job" / "eval" / "report.html").is_file()

@@ -1,0 +1,91 @@
+"""Images/s of objrec-batch-predict against objrec-predict through the local server.
+
+    python benchmarks/batch_predict_benchmark.py [--model_base_path JOB_DIR/export/objrec]
+                                                 [--images 2000] [--rounds 2]
+
+The same images (Fashion-MNIST PNGs from the Debian package) and the same exported model,
+side by side in one run, rounds interleaved so that machine noise hits both alike:
+
+    batch     `objrec-batch-predict --input FOLDER` (Beam in process, RunInference calling
+              serving_default in batches of --batch_size); its wall time includes starting
+              Beam and loading the model
+    predict   `objrec-predict --json FOLDER` against `objrec-serve`, started and warmed up
+              beforehand (not timed): the client's gRPC batches through the server
+
+Both run as the console scripts a user types. Prints images/s of each round and the ratio of
+the best rounds (target: batch >= 1x predict). Without --model_base_path a tiny real objrec
+model is trained first (load_test.tiny_export, 32 px).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import load_test  # noqa: E402
+
+from objrec.testing import free_port  # noqa: E402
+from preprocessing import sample_data  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+TARGET_RATIO = 1.0
+
+
+def timed(argv: list[str]) -> float:
+    start = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_base_path", default=None, help="default: train a tiny model")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32, help="both commands' batch")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="objrec-batch-benchmark-")
+    model = args.model_base_path or load_test.tiny_export(work)
+    images = os.path.join(work, "images")
+    sample_data.write_sample_folder(images, per_class=args.images // 10, source="test")
+    count = sum(len(files) for _, _, files in os.walk(images))
+    port = free_port()
+    server = subprocess.Popen(
+        [os.path.join(BIN, "objrec-serve"), "--port", str(port), "--host", "127.0.0.1",
+         "--model_name", "objrec", "--model_base_path", os.path.abspath(model)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        load_test.wait_until_serving(address, server, timeout=300)
+        predict = [os.path.join(BIN, "objrec-predict"), "--server", address, "--json",
+                   "--batch_size", str(args.batch_size)]  # fmt: skip
+        timed([*predict, os.path.join(images, sample_data.CLASS_NAMES[0])])  # warm-up
+        rates = {"batch": [], "predict": []}
+        print(f"{count} images; model {model}")
+        for round_index in range(args.rounds):
+            output = os.path.join(work, f"predicted-{round_index}")
+            batch = [os.path.join(BIN, "objrec-batch-predict"), "--model_dir", model,
+                     "--input", images, "--output", output,
+                     "--batch_size", str(args.batch_size)]  # fmt: skip
+            for name, argv in (("batch", batch), ("predict", [*predict, images])):
+                seconds = timed(argv)
+                rates[name].append(count / seconds)
+                print(f"round {round_index + 1} {name:<8} {seconds:7.1f} s "
+                      f"{count / seconds:8.1f} images/s", flush=True)  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait()
+    ratio = max(rates["batch"]) / max(rates["predict"])
+    print(f"best: batch {max(rates['batch']):.1f} images/s, predict "
+          f"{max(rates['predict']):.1f} images/s; ratio {ratio:.2f}x (target >= {TARGET_RATIO}x)")
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
