@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="objrec-batch-benchmark-")
     model = args.model_base_path or load_test.tiny_export(work)
-    images = os.path.join(work, "images")
+    images = os.path.join(work, "photos")  # tiny_export's own images are in work/images
     sample_data.write_sample_folder(images, per_class=args.images // 10, source="test")
     count = sum(len(files) for _, _, files in os.walk(images))
     port = free_port()
