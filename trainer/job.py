@@ -121,7 +121,7 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     logging.info("precision policy %s (--mixed_precision %s)", policy, config.mixed_precision)
     strategy = distribution.create_strategy(config.strategy)
     info = input_pipeline.load_dataset_info(config.data_dir)
-    config = recipes.resolve(config, info.image_size)
+    config = recipes.resolve(config, info.image_size, info.num_examples.get(contract.TRAIN, 0))
     check_setup(config, info, strategy.num_replicas_in_sync)
     check_job_dir_writable(config.job_dir)
     chief = distribution.is_chief(strategy)

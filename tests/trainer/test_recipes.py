@@ -1,5 +1,6 @@
 """Training recipes: from scratch or pretrained, input size from the dataset, --weights JOB_DIR."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -61,6 +62,30 @@ def test_a_pretrained_backbone_gets_the_two_phases(tmp_path):
     assert config.crop_augmentation == "resized_crop" and config.weight_decay == 0.0
 
 
+@pytest.mark.parametrize(("train_examples", "epochs"), [(257, 100), (1000, 26), (50_000, 10)])
+def test_a_previous_job_fine_tunes_every_layer_for_a_number_of_steps(train_examples, epochs):
+    flags = train_flags.parse_flags(["--data_dir", "d", "--job_dir", "j", "--weights", "runs/a"])
+    config = recipes.resolve(flags, 32, train_examples)
+    assert recipes.recipe_name(config) == recipes.PREVIOUS_JOB
+    phases = train.plan_phases(config)
+    assert [(p.name, p.epochs, p.learning_rate) for p in phases] == [
+        ("head", 10, 1e-3),
+        ("fine_tune", epochs, 1e-4),
+    ]
+    assert config.fine_tune_from == "all" and config.early_stopping_patience == 0
+    explicit = recipes.resolve(dataclasses.replace(flags, fine_tune_epochs=3), 32, 257)
+    assert explicit.fine_tune_epochs == 3
+
+
+def test_the_recipe_follows_what_weights_names():
+    def name(weights: str) -> str:
+        return recipes.recipe_name(config_lib.TrainConfig(data_dir="d", weights=weights))
+
+    assert name("none") == name("None") == recipes.FROM_SCRATCH
+    assert name("imagenet") == name("gs://b/backbone.weights.h5") == recipes.PRETRAINED
+    assert name("gs://b/jobs/domain") == name("work/job") == recipes.PREVIOUS_JOB
+
+
 def test_explicit_flags_override_the_recipe():
     config = resolved(
         *("--weights", "none", "--fine_tune_epochs", "3", "--label_smoothing", "0"),
@@ -86,6 +111,7 @@ def test_help_shows_every_flag_with_its_default_and_the_recipes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "from_scratch: --head_epochs 0 --fine_tune_epochs 20" in text
     assert "pretrained: --head_epochs 5" in text
+    assert "previous_job: --head_epochs 10 --fine_tune_epochs 10-100 (about 800 steps)" in text
     assert "(default: recipe)" in text and "(default: 32)" in text
 
 
