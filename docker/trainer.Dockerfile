@@ -62,6 +62,7 @@ COPY objrec/ objrec/
 COPY preprocessing/ preprocessing/
 COPY trainer/ trainer/
 COPY serving/ serving/
+COPY batch_predict/ batch_predict/
 RUN python3 -m pip install --no-deps -c constraints.txt . \
  && python3 -m pip check \
  && python3 -c "import apache_beam, tensorflow as tf; \
