@@ -22,7 +22,12 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(
         include=[
-            "objrec", "objrec.*", "preprocessing", "trainer", "serving", "serving.*",
+            "objrec",
+            "objrec.*",
+            "preprocessing",
+            "trainer",
+            "serving",
+            "serving.*",
             "batch_predict",
         ]
     ),

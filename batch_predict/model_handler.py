@@ -24,9 +24,10 @@ class ModelDirError(ValueError):
 
 def _matches(patterns: list[str]) -> list[str]:
     try:
-        return [found.path for result in FileSystems.match(patterns) for found in result.metadata_list]
+        results = FileSystems.match(patterns)
     except BeamIOError as error:
         raise ModelDirError(f"cannot list {patterns[0]}: {error}") from None
+    return [found.path for result in results for found in result.metadata_list]
 
 
 def version_dir(model_dir: str) -> str:

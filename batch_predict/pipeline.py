@@ -25,7 +25,6 @@ import collections
 import json
 import logging
 import os
-import sys
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -33,7 +32,7 @@ from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch_predict import config as config_lib
 from batch_predict import model_handler
@@ -269,9 +268,9 @@ def build_pipeline(
 ) -> None:
     """Adds the whole job to `pipeline` (see the module docstring for the steps)."""
     listed = pipeline | "ListInputs" >> ListInputs(config.input, checked_manifest)
-    read = listed["inputs"] | "Read" >> beam.ParDo(
-        ReadFileFn(config.max_file_bytes)
-    ).with_outputs(_INVALID, main="files")
+    read = listed["inputs"] | "Read" >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
+        _INVALID, main="files"
+    )
     handler = model_handler.SavedModelHandler(saved_model_dir, config.batch_size)
     predicted = (
         read.files
@@ -389,14 +388,8 @@ class _DropMemoryProbeWarning(logging.Filter):
 
 def main() -> None:
     """Console script `objrec-batch-predict`."""
-    logging.getLogger().setLevel(logging.INFO)
     logging.getLogger().addFilter(_DropMemoryProbeWarning())
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        run()
-    except PreprocessError as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    preprocessing_pipeline.run_command(PROGRAM, run)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,10 @@ def main() -> int:
         server.terminate()
         server.wait()
     ratio = max(rates["batch"]) / max(rates["predict"])
-    print(f"best: batch {max(rates['batch']):.1f} images/s, predict "
-          f"{max(rates['predict']):.1f} images/s; ratio {ratio:.2f}x (target >= {TARGET_RATIO}x)")
+    print(
+        f"best: batch {max(rates['batch']):.1f} images/s, predict "
+        f"{max(rates['predict']):.1f} images/s; ratio {ratio:.2f}x (target >= {TARGET_RATIO}x)"
+    )
     return 0 if ratio >= TARGET_RATIO else 1
 
 

@@ -46,7 +46,7 @@ import difflib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -382,18 +382,23 @@ def run(argv: list[str] | None = None, save_main_session: bool = True) -> dict |
     return finish(config)
 
 
-def main() -> None:
-    """Console script `objrec-preprocess`."""
+def run_command(program: str, run_job: Callable[[], object]) -> None:
+    """A Beam job's console script: INFO logging, and a user's error as one line, exit 2."""
     logging.getLogger().setLevel(logging.INFO)
     # Beam's own INFO lines (its state cache, its workers) say nothing a user acts on.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
-        run()
+        run_job()
     except PreprocessError as error:
         # Exit 2, as argparse's usage errors: the user's to fix (a Kubernetes Job or a
         # workflow does not retry it).
-        print(f"objrec-preprocess: error: {error}", file=sys.stderr)
+        print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """Console script `objrec-preprocess`."""
+    run_command("objrec-preprocess", run)
 
 
 if __name__ == "__main__":

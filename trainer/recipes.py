@@ -6,8 +6,10 @@ inference mode throughout. A backbone a previous objrec job trained (domain pret
 the same two phases with BatchNorm in inference mode, but fine-tunes every layer at 1e-4, for
 a number of steps rather than epochs: the few images such a job usually gets (50 a class) make
 an epoch a handful of steps, and ImageNet's recipe (conv5 at 1e-5, 10 epochs, early stopping)
-then barely moves the model (71.5% against 90.5% served on the transfer benchmark). A backbone from scratch has nothing to protect:
-the whole network trains from the first step at Adam's usual rate, longer, with the
+then barely moves the model (71.5% against 90.5% served on the transfer benchmark).
+
+A backbone from scratch has nothing to protect: the whole network trains from the first step
+at Adam's usual rate, longer, with the
 regularisation a network of 23 M weights needs on a few thousand images (weight decay, label
 smoothing, random erasing) and an early-stopping patience that lets the cosine schedule finish.
 
@@ -147,8 +149,9 @@ def describe() -> str:
                       PREVIOUS_JOB: "    (--weights JOB_DIR: a previous objrec job's backbone)",
                       FROM_SCRATCH: "    (--weights none)"}[name])  # fmt: skip
     lines.append(
-        f"  every recipe: --input_size {SMALL_IMAGE_SIZE} for images stored at up to {SMALL_IMAGE_SIZE} px "
-        "(scaled up), else 7/8 of the stored size (256 -> 224); --crop_augmentation pad_crop up to "
+        f"  every recipe: --input_size {SMALL_IMAGE_SIZE} for images stored at up to "
+        f"{SMALL_IMAGE_SIZE} px (scaled up), else 7/8 of the stored size (256 -> 224); "
+        "--crop_augmentation pad_crop up to "
         f"{SMALL_IMAGE_SIZE} px input, else resized_crop"
     )
     return "\n".join(lines)

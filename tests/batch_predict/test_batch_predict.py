@@ -131,9 +131,11 @@ def test_a_labelled_manifest_scores_as_objrec_predict_evaluate(toy_version, mode
     summary = run_job("--model_dir", str(model_dir / "3"), "--input", str(manifest),
                       "--output", str(tmp_path / "out"))  # fmt: skip
 
-    with serving_toy(toy_version, tmp_path / "served") as server:
-        with library.PredictionClient(f"127.0.0.1:{server.port}") as client:
-            evaluated = json.loads(evaluation.evaluate_folder(client, str(folder), as_json=True))
+    with (
+        serving_toy(toy_version, tmp_path / "served") as server,
+        library.PredictionClient(f"127.0.0.1:{server.port}") as client,
+    ):
+        evaluated = json.loads(evaluation.evaluate_folder(client, str(folder), as_json=True))
     assert summary["num_labelled"] == summary["num_inputs"] == len(rows) - 1
     assert summary["metrics"] == evaluated
     labelled = {row[job.URI]: row[job.LABEL] for row in read_rows(tmp_path / "out")}
@@ -159,8 +161,10 @@ def test_gcs_input_and_output(gcs_bucket, model_dir, tmp_path):  # noqa: F811
     uris = sorted(json.loads(line)[job.URI] for line in lines)
     assert uris == sorted(
         ["gs://objrec-test/incoming/bad.jpg"]
-        + [f"gs://objrec-test/incoming/{p.relative_to(tmp_path / 'local').as_posix()}"
-           for p in good]  # fmt: skip
+        + [
+            f"gs://objrec-test/incoming/{p.relative_to(tmp_path / 'local').as_posix()}"
+            for p in good
+        ]  # fmt: skip
     )
 
 
@@ -219,8 +223,14 @@ def test_cli_errors_name_the_input_and_exit_2(model_dir, tmp_path):
     commands = {
         "--output": ["--input", str(model_dir), "--output", str(tmp_path / "out")],
         "--input": ["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o2")],
-        "--model_dir": ["--model_dir", str(tmp_path), "--input", str(model_dir),
-                        "--output", str(tmp_path / "o3")],  # fmt: skip
+        "--model_dir": [
+            "--model_dir",
+            str(tmp_path),
+            "--input",
+            str(model_dir),
+            "--output",
+            str(tmp_path / "o3"),
+        ],  # fmt: skip
         "--input-spelling": ["--inptu", "x"],
     }
     for name, argv in commands.items():
