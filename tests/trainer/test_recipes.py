@@ -63,7 +63,7 @@ def test_a_pretrained_backbone_gets_the_two_phases(tmp_path):
 
 
 @pytest.mark.parametrize(("train_examples", "epochs"), [(257, 100), (1000, 26), (50_000, 10)])
-def test_a_previous_job_fine_tunes_every_layer_for_a_number_of_steps(train_examples, epochs):
+def test_a_previous_job_fine_tunes_every_layer_for_enough_steps(train_examples, epochs):
     flags = train_flags.parse_flags(["--data_dir", "d", "--job_dir", "j", "--weights", "runs/a"])
     config = recipes.resolve(flags, 32, train_examples)
     assert recipes.recipe_name(config) == recipes.PREVIOUS_JOB
@@ -73,8 +73,17 @@ def test_a_previous_job_fine_tunes_every_layer_for_a_number_of_steps(train_examp
         ("fine_tune", epochs, 1e-4),
     ]
     assert config.fine_tune_from == "all" and config.early_stopping_patience == 0
+    assert config.label_smoothing == 0.1 and config.random_erasing == 0.25
     explicit = recipes.resolve(dataclasses.replace(flags, fine_tune_epochs=3), 32, 257)
     assert explicit.fine_tune_epochs == 3
+
+
+@pytest.mark.parametrize(("train_examples", "epochs"), [(257, 100), (2000, 20), (5400, 20)])
+def test_from_scratch_runs_enough_steps_on_a_small_training_set(train_examples, epochs):
+    flags = train_flags.parse_flags(["--data_dir", "d", "--job_dir", "j", "--weights", "none"])
+    assert recipes.resolve(flags, 32, train_examples).fine_tune_epochs == epochs
+    pretrained = dataclasses.replace(flags, weights="imagenet")
+    assert recipes.resolve(pretrained, 256, 257).fine_tune_epochs == 10  # the seed's, as it was
 
 
 def test_the_recipe_follows_what_weights_names():
@@ -111,7 +120,8 @@ def test_help_shows_every_flag_with_its_default_and_the_recipes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "from_scratch: --head_epochs 0 --fine_tune_epochs 20" in text
     assert "pretrained: --head_epochs 5" in text
-    assert "previous_job: --head_epochs 10 --fine_tune_epochs 10-100 (about 800 steps)" in text
+    assert "previous_job: --head_epochs 10 --fine_tune_epochs 10" in text
+    assert "for at least 800 steps (at most 100 epochs)" in text
     assert "(default: recipe)" in text and "(default: 32)" in text
 
 
