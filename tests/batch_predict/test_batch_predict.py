@@ -217,6 +217,7 @@ def test_bad_flags_are_usage_errors(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_input_and_exit_2(model_dir, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.jsonl").write_text("{}\n")
