@@ -103,7 +103,10 @@ class ListInputs(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin):
         if self._manifest is not None:
             listed = pbegin | "Manifest" >> manifest.ManifestSource(self._manifest)
-            found = listed | "AsInput" >> beam.Map(lambda source: Input(source.uri, source.label))
+            # A row without a label reads as "": no label, as a folder's files.
+            found = listed | "AsInput" >> beam.Map(
+                lambda source: Input(source.uri, source.label or None)
+            )
             return {"inputs": found, _INVALID: pbegin | "NoneUnlisted" >> beam.Create([])}
         if sources.is_local(self._uri):
             listed = (

@@ -143,6 +143,20 @@ def test_a_labelled_manifest_scores_as_objrec_predict_evaluate(toy_version, mode
 
 
 @pytest.mark.slow
+def test_a_manifest_without_labels_predicts_without_scores(model_dir, tmp_path):
+    good = write_good_images(tmp_path / "photos", 2)
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(json.dumps({"uri": str(path)}) + "\n" for path in good))
+
+    summary = run_job("--model_dir", str(model_dir), "--input", str(manifest),
+                      "--output", str(tmp_path / "out"))  # fmt: skip
+
+    assert summary["num_inputs"] == summary["num_valid"] == 2
+    assert summary["num_labelled"] == 0 and "metrics" not in summary
+    assert all(job.LABEL not in row for row in read_rows(tmp_path / "out"))
+
+
+@pytest.mark.slow
 def test_gcs_input_and_output(gcs_bucket, model_dir, tmp_path):  # noqa: F811
     good = write_good_images(tmp_path / "local", 3)
     for path in good:
