@@ -126,6 +126,7 @@ class ServerProcess:
         command = [
             sys.executable, "-m", "serving.dev_server", "--model_base_path", self.model_base_path,
             "--port", str(self.port), "--host", "127.0.0.1", "--grace_period_seconds", "10",
+            "--enable_grpc_healthcheck_service",
         ]  # fmt: skip
         with open(self.log_path, "a") as log:
             self._process = subprocess.Popen(

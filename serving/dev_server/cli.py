@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow_version_labels_for_unavailable_models",
         type=parse_bool,
+        nargs="?",
+        const=True,
         default=defaults.allow_version_labels_for_unavailable_models,
         help="let a label name a version that is not loaded yet (TF Serving refuses such "
         "labels at startup without it)",
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--enable_model_warmup",
         type=parse_bool,
+        nargs="?",
+        const=True,
         default=defaults.enable_model_warmup,
         help="replay the export's assets.extra/tf_serving_warmup_requests after loading",
     )
@@ -105,12 +109,112 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorFlow's intra- and inter-op threads; 0 lets TensorFlow choose",
     )
     parser.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        type=int,
+        default=defaults.tensorflow_intra_op_parallelism,
+        help="threads that run one op; with the next flag instead of "
+        "--tensorflow_session_parallelism",
+    )
+    parser.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        type=int,
+        default=defaults.tensorflow_inter_op_parallelism,
+        help="threads that run independent ops",
+    )
+    parser.add_argument(
+        "--enable_batching",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=defaults.enable_batching,
+        help="merge concurrent requests into batches (TF Serving's BatchingSession)",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        default=None,
+        help="text-format BatchingParameters: max_batch_size, batch_timeout_micros, "
+        "num_batch_threads, max_enqueued_batches, allowed_batch_sizes",
+    )
+    parser.add_argument(
+        "--monitoring_config_file",
+        default=None,
+        help="text-format MonitoringConfig: Prometheus metrics on the REST port at its path",
+    )
+    parser.add_argument(
+        "--enable_grpc_healthcheck_service",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=defaults.enable_grpc_healthcheck_service,
+        help='serve grpc.health.v1.Health for "", ModelService and PredictionService',
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        default=defaults.grpc_channel_arguments,
+        help="gRPC server arguments, key=value,key=value (e.g. grpc.max_connection_age_ms=300000)",
+    )
+    parser.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=defaults.rest_api_timeout_in_ms,
+        help="how long a REST client may take to send its request",
+    )
+    parser.add_argument(
         "--grace_period_seconds",
         type=float,
         default=defaults.grace_period_seconds,
         help="how long running requests may finish after SIGTERM",
     )
     return parser
+
+
+# tensorflow_model_server's flags (model_servers/main.cc) that objrec-serve does not implement:
+# each is refused by name rather than accepted and ignored, so a command line that works here
+# means on TF Serving what it meant here.
+UNIMPLEMENTED_TF_SERVING_FLAGS = frozenset(
+    {
+        "enable_per_model_batching_parameters",
+        "enable_profiler",
+        "enable_serialization_as_tensor_content",
+        "enable_signature_method_name_check",
+        "flush_filesystem_caches",
+        "grpc_socket_path",
+        "load_retry_interval_micros",
+        "max_num_load_retries",
+        "mixed_precision",
+        "num_load_threads",
+        "num_request_iterations_for_warmup",
+        "num_tflite_interpreters_per_pool",
+        "num_tflite_pools",
+        "num_unload_threads",
+        "per_process_gpu_memory_fraction",
+        "platform_config_file",
+        "prefer_tflite_model",
+        "remove_unused_fields_from_bundle_metagraph",
+        "rest_api_enable_cors_support",
+        "rest_api_num_threads",
+        "saved_model_tags",
+        "skip_initialize_tpu",
+        "ssl_config_file",
+        "tensorflow_session_config_file",
+        "thread_pool_factory_config_file",
+        "use_alts_credentials",
+        "version",
+        "xla_cpu_compilation_enabled",
+        "xla_gpu_compilation_enabled",
+    }
+)
+
+
+def refuse_unimplemented_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A TF Serving flag this server lacks is an error that names it, never ignored."""
+    for argument in argv:
+        name = argument.removeprefix("--").split("=", 1)[0]
+        if argument.startswith("--") and name in UNIMPLEMENTED_TF_SERVING_FLAGS:
+            parser.error(
+                f"--{name} is a tensorflow_model_server flag that objrec-serve does not "
+                "implement: drop it here (the real TF Serving honours it)"
+            )
 
 
 def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -146,8 +250,12 @@ def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace
 def parse_args(argv: Sequence[str] | None) -> ServerConfig:
     """Command line (TF Serving's flag names) → ServerConfig."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_unimplemented_flags(parser, argv)
     args = parser.parse_args(argv)
     check_model_source(parser, args)
+    if args.batching_parameters_file and not args.enable_batching:
+        parser.error("--batching_parameters_file is set without setting --enable_batching to true.")
     fields = {name: value for name, value in vars(args).items() if value is not None}
     fields["rest_api_port"] = args.rest_api_port or None
     return ServerConfig(**fields)

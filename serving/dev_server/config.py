@@ -33,6 +33,18 @@ class ServerConfig:
         enable_model_warmup: replay `assets.extra/tf_serving_warmup_requests` after loading.
         tensorflow_session_parallelism: TensorFlow intra- and inter-op threads; 0 lets
             TensorFlow choose.
+        tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism: the two pools set
+            apart (TF Serving refuses them together with `tensorflow_session_parallelism`).
+        enable_batching: merge concurrent requests into batches (batching.py).
+        batching_parameters_file: TF Serving's text-format BatchingParameters; None uses its
+            defaults. Only with `enable_batching`.
+        monitoring_config_file: TF Serving's text-format MonitoringConfig: Prometheus metrics
+            on the REST port at its path.
+        enable_grpc_healthcheck_service: serve grpc.health.v1.Health for "", "ModelService"
+            and "PredictionService", as TF Serving's flag does; off by default, as there.
+        grpc_channel_arguments: TF Serving's "key=value,key=value" gRPC server arguments
+            (an integer value is passed as an integer), e.g. grpc.max_connection_age_ms=300000.
+        rest_api_timeout_in_ms: how long a REST client may take to send its request.
         grace_period_seconds: how long running requests may finish after SIGTERM; Kubernetes
             allows 30 s before it kills the pod.
     """
@@ -51,4 +63,12 @@ class ServerConfig:
     max_message_bytes: int = contract.DEFAULT_MAX_MESSAGE_BYTES
     enable_model_warmup: bool = True
     tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    enable_batching: bool = False
+    batching_parameters_file: str | None = None
+    monitoring_config_file: str | None = None
+    enable_grpc_healthcheck_service: bool = False
+    grpc_channel_arguments: str = ""
+    rest_api_timeout_in_ms: int = 30000
     grace_period_seconds: float = 10.0

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from objrec.savedmodel import versions, warmup
 from serving.dev_server import model_config, status
-from serving.dev_server.servable import SavedModelServable
+from serving.dev_server.servable import SavedModelServable, ServableOptions
 
 # ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
@@ -53,7 +53,7 @@ class ModelManager:
         model_base_path: directory (local or gs://) of integer version directories.
         version_policy: which versions to keep loaded; None is TF Serving's default, the newest.
         enable_model_warmup: replay each version's warmup records before serving it.
-        session_config: TensorFlow session options of every version.
+        servable_options: how every version runs (session options, batching, metrics).
         on_availability_change: called after a version is loaded or unloaded.
     """
 
@@ -63,7 +63,7 @@ class ModelManager:
         model_base_path: str,
         version_policy: model_config.VersionPolicy | None = None,
         enable_model_warmup: bool = True,
-        session_config: tf.compat.v1.ConfigProto | None = None,
+        servable_options: ServableOptions | None = None,
         on_availability_change: Callable[[], None] | None = None,
     ):
         self.model_name = model_name
@@ -72,7 +72,7 @@ class ModelManager:
             model_config.VersionPolicy() if version_policy is None else version_policy
         )
         self._enable_model_warmup = enable_model_warmup
-        self._session_config = session_config
+        self._servable_options = servable_options
         self._on_availability_change = on_availability_change
         self._lock = threading.Lock()  # guards _servables and _states
         self._refresh_lock = threading.Lock()  # one refresh at a time
@@ -185,7 +185,7 @@ class ModelManager:
         self._set_state(VersionState(version, LOADING))
         try:
             servable = SavedModelServable(
-                self.model_name, version, export_dir, self._session_config
+                self.model_name, version, export_dir, self._servable_options
             )
             if self._enable_model_warmup:
                 run_warmup(servable)

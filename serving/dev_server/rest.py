@@ -17,13 +17,16 @@ import logging
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -35,6 +38,7 @@ from tensorflow_serving.apis import (
 from objrec import contract
 from objrec.savedmodel import tensors
 from serving.dev_server import apis, servable, status
+from serving.dev_server.metrics import ServerMetrics
 from serving.dev_server.server_core import ServerCore
 
 # TF Serving's routes (model_servers/http_rest_api_util.cc): a version or a label, not both.
@@ -62,11 +66,32 @@ class ListeningHTTPServer(http.server.ThreadingHTTPServer):
 
 
 class RestApiServer:
-    """A threaded HTTP server answering TF Serving's REST API."""
+    """A threaded HTTP server answering TF Serving's REST API.
 
-    def __init__(self, core: ServerCore, max_body_bytes: int):
+    Args:
+        core: the models.
+        max_body_bytes: the largest request body.
+        metrics: where requests are counted and timed; None records nothing.
+        prometheus_path: the path serving `metrics` as Prometheus text (TF Serving's
+            MonitoringConfig); None serves none.
+        timeout_seconds: how long a client may leave the connection silent while its request
+            is due (TF Serving's --rest_api_timeout_in_ms).
+    """
+
+    def __init__(
+        self,
+        core: ServerCore,
+        max_body_bytes: int,
+        *,
+        metrics: ServerMetrics | None = None,
+        prometheus_path: str | None = None,
+        timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    ):
         self._core = core
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.prometheus_path = prometheus_path
+        self.timeout_seconds = timeout_seconds
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -77,7 +102,11 @@ class RestApiServer:
 
     def start(self, host: str, port: int) -> int:
         """Starts serving on a background thread; returns the bound port."""
-        handler = type("Handler", (RestRequestHandler,), {"rest_server": self})
+        handler = type(
+            "Handler",
+            (RestRequestHandler,),
+            {"rest_server": self, "timeout": self.timeout_seconds},
+        )
         try:
             self._httpd = ListeningHTTPServer((host, port), handler)
         except OSError as error:
@@ -96,14 +125,29 @@ class RestApiServer:
             self._httpd.server_close()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Json]:
-        """(HTTP status, JSON body) for one request; errors become `{"error": ...}`."""
+        """(HTTP status, JSON body) for one request; errors become `{"error": ...}`.
+
+        Counted and timed in the metrics as TF Serving's HTTP server does: by the model the
+        path names (empty when it names none) and its status; the API is the verb of a
+        POST (`predict`, `classify`, `regress`) and empty for a GET.
+        """
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
         try:
             return 200, route(self._core, method, path, body)
         except status.ServingError as error:
+            code = error.code
             return error.http_status, {"error": error.message}
         except Exception:
+            code = grpc.StatusCode.INTERNAL
             logging.exception("REST %s %s failed", method, path)
             return 500, {"error": f"internal error serving {method} {path}"}
+        finally:
+            if self.metrics is not None:
+                model_name, api = request_labels(method, path)
+                self.metrics.record_request(
+                    model_name, api, "REST", code.name, time.monotonic() - started
+                )
 
 
 class RestRequestHandler(http.server.BaseHTTPRequestHandler):
@@ -117,6 +161,10 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
     timeout = BODY_TIMEOUT_SECONDS  # socket timeout of every read (StreamRequestHandler)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        server = self.rest_server
+        if server.prometheus_path and self.path.split("?", 1)[0] == server.prometheus_path:
+            self._write_bytes(200, server.metrics.page(), CONTENT_TYPE_PLAIN_0_0_4)
+            return
         self._answer(b"")
 
     def do_POST(self) -> None:  # noqa: N802
@@ -169,9 +217,11 @@ class RestRequestHandler(http.server.BaseHTTPRequestHandler):
         self._write(*self.rest_server.handle(self.command, path, body))
 
     def _write(self, http_status: int, payload: Json) -> None:
-        data = json.dumps(payload).encode("utf-8")
+        self._write_bytes(http_status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _write_bytes(self, http_status: int, data: bytes, content_type: str) -> None:
         self.send_response(http_status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -197,6 +247,17 @@ def route(core: ServerCore, method: str, path: str, body: bytes) -> Json:
             return model_metadata(core, model_spec(name, version, label))
         return model_status(core, model_spec(name, version, label))
     raise status.invalid_argument(f"Malformed request: {method} {path}")
+
+
+def request_labels(method: str, path: str) -> tuple[str, str]:
+    """(model name, API) of a request for the metrics, as TF Serving's handler parses them."""
+    predict_match = PREDICT_PATH.fullmatch(path)
+    if method == "POST" and predict_match:
+        return urllib.parse.unquote(predict_match.group(1)), predict_match.group(4).lower()
+    model_match = MODEL_PATH.fullmatch(path)
+    if method == "GET" and model_match and model_match.group(1):
+        return urllib.parse.unquote(model_match.group(1)), ""
+    return "", ""
 
 
 def model_spec(name: str, version: str | None, label: str | None = None) -> model_pb2.ModelSpec:
@@ -248,8 +309,11 @@ def model_metadata(core: ServerCore, spec: model_pb2.ModelSpec) -> Json:
             preserving_proto_field_name=True,
         ),
         "metadata": {
+            # Every field, defaults too, as TF Serving prints it (always_print_primitive_fields).
             "signature_def": json_format.MessageToDict(
-                signature_def_map, preserving_proto_field_name=True
+                signature_def_map,
+                always_print_fields_with_no_presence=True,
+                preserving_proto_field_name=True,
             )
         },
     }

@@ -8,8 +8,10 @@ and one that only works through `tf.saved_model.load` (a Python-only signature) 
 Error codes and messages follow TF Serving's `predict_util.cc` and `saved_model/util.cc`.
 """
 
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -22,6 +24,8 @@ from tensorflow_serving.apis import model_pb2, predict_pb2
 from objrec import contract
 from objrec.savedmodel import tensors
 from serving.dev_server import status
+from serving.dev_server.batching import BatchScheduler
+from serving.dev_server.metrics import ServerMetrics
 
 SERVE_TAG = "serve"
 # Examples one request may hold. TF Serving bounds a request by its batching's max_batch_size
@@ -38,6 +42,22 @@ SignatureDef = meta_graph_pb2.SignatureDef
 TensorInfo = meta_graph_pb2.TensorInfo
 
 
+@dataclasses.dataclass(frozen=True)
+class ServableOptions:
+    """How every loaded version runs.
+
+    Attributes:
+        session_config: TensorFlow's session options (thread pools).
+        batch_scheduler: merges concurrent requests into batches (`--enable_batching`);
+            None runs each request on its own.
+        metrics: where Session::Run latencies are recorded; None records nothing.
+    """
+
+    session_config: tf.compat.v1.ConfigProto | None = None
+    batch_scheduler: BatchScheduler | None = None
+    metrics: ServerMetrics | None = None
+
+
 class SavedModelServable:
     """A loaded SavedModel version answering PredictRequests.
 
@@ -49,12 +69,13 @@ class SavedModelServable:
         model_name: str,
         version: int,
         export_dir: str,
-        session_config: tf.compat.v1.ConfigProto | None = None,
+        options: ServableOptions | None = None,
     ):
         self.model_name = model_name
         self.version = version
         self.export_dir = export_dir
-        self._session = tf.compat.v1.Session(graph=tf.Graph(), config=session_config)
+        self._options = options or ServableOptions()
+        self._session = tf.compat.v1.Session(graph=tf.Graph(), config=self._options.session_config)
         meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], export_dir)
         self.signature_defs: Mapping[str, SignatureDef] = dict(meta_graph.signature_def)
 
@@ -69,7 +90,10 @@ class SavedModelServable:
         feeds = input_feeds(signature_name, signature, request.inputs)
         aliases = output_aliases(signature, request.output_filter)
         fetches = [signature.outputs[alias].name for alias in aliases]
+        started = time.monotonic()
         values = self._run(fetches, feeds)
+        if self._options.metrics is not None:
+            self._options.metrics.record_runtime(self.model_name, time.monotonic() - started)
         response = predict_pb2.PredictResponse(model_spec=self.model_spec(signature_name))
         for alias, value in zip(aliases, values, strict=True):
             response.outputs[alias].CopyFrom(tensors.to_tensor_proto(value))
@@ -115,6 +139,14 @@ class SavedModelServable:
         return signature
 
     def _run(self, fetches: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        scheduler = self._options.batch_scheduler
+        if scheduler is None:
+            return self._session_run(fetches, feeds)
+        return scheduler.run(self, self._session_run, fetches, feeds)
+
+    def _session_run(
+        self, fetches: Sequence[str], feeds: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
         try:
             return self._session.run(fetches, feeds)
         except tf.errors.OpError as error:

@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 
@@ -33,11 +34,17 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from objrec import contract
-from serving.dev_server import apis, model_config, status
+from serving.dev_server import apis, config_files, model_config, status
+from serving.dev_server.batching import BatchingOptions, BatchScheduler
 from serving.dev_server.config import ServerConfig
+from serving.dev_server.metrics import ServerMetrics
 from serving.dev_server.rest import RestApiServer
+from serving.dev_server.servable import ServableOptions
 from serving.dev_server.server_core import ServerCore
+
+# The services TF Serving's --enable_grpc_healthcheck_service answers for: gRPC's default
+# health service ("", the server as a whole) and the two it registers (model_servers/server.cc).
+HEALTH_SERVICES = ("", "ModelService", "PredictionService")
 
 
 def aborts_on_error(method: Callable) -> Callable:
@@ -56,13 +63,43 @@ def aborts_on_error(method: Callable) -> Callable:
     return wrapper
 
 
+def counts_requests(method: Callable) -> Callable:
+    """Records a PredictionService call in the server's metrics, as TF Serving does for
+    Predict, Classify and Regress: a count by model and status, the latency of a success."""
+
+    @functools.wraps(method)
+    def wrapper(self, request: Message, context: grpc.ServicerContext) -> Message:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            return method(self, request, context)
+        except status.ServingError as error:
+            code = error.code
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            raise
+        finally:
+            self._metrics.record_request(
+                request.model_spec.name,
+                method.__name__,
+                "GRPC",
+                code.name,
+                time.monotonic() - started,
+            )
+
+    return wrapper
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ServerCore."""
 
-    def __init__(self, core: ServerCore):
+    def __init__(self, core: ServerCore, metrics: ServerMetrics):
         self._core = core
+        self._metrics = metrics
 
     @aborts_on_error
+    @counts_requests
     def Predict(  # noqa: N802 (gRPC method name)
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
@@ -77,12 +114,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return apis.model_metadata(self._core, request)
 
     @aborts_on_error
+    @counts_requests
     def Classify(  # noqa: N802
         self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         apis.refuse_for_predict_signature(self._core, request.model_spec, "classify")
 
     @aborts_on_error
+    @counts_requests
     def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
     ) -> regression_pb2.RegressionResponse:
@@ -129,12 +168,25 @@ class ModelServer:
     """
 
     def __init__(self, config: ServerConfig):
+        """Reads the config files the flags name; nothing is loaded or bound yet.
+
+        Raises:
+            ValueError: a flag combination or config file TF Serving would refuse.
+        """
         self.config = config
-        self._health = health.HealthServicer()
+        self.metrics = ServerMetrics()
+        self._prometheus_path = config_files.prometheus_path(config.monitoring_config_file)
+        self._grpc_options = grpc_channel_arguments(config.grpc_channel_arguments)
+        self.batch_scheduler = batch_scheduler(config, self.metrics)
+        self._health = health.HealthServicer() if config.enable_grpc_healthcheck_service else None
         self._set_health(False)
         self.core = ServerCore(
             enable_model_warmup=config.enable_model_warmup,
-            session_config=session_config(config.tensorflow_session_parallelism),
+            servable_options=ServableOptions(
+                session_config=session_config(config),
+                batch_scheduler=self.batch_scheduler,
+                metrics=self.metrics,
+            ),
             allow_version_labels_for_unavailable_models=(
                 config.allow_version_labels_for_unavailable_models
             ),
@@ -160,7 +212,13 @@ class ModelServer:
         try:
             self.port = self._start_grpc()
             if self.config.rest_api_port is not None:
-                self._rest_server = RestApiServer(self.core, self.config.max_message_bytes)
+                self._rest_server = RestApiServer(
+                    self.core,
+                    self.config.max_message_bytes,
+                    metrics=self.metrics,
+                    prometheus_path=self._prometheus_path,
+                    timeout_seconds=self.config.rest_api_timeout_in_ms / 1000,
+                )
                 self._rest_server.start(self.config.host, self.config.rest_api_port)
         except OSError:
             self.stop(grace=0)
@@ -176,11 +234,14 @@ class ModelServer:
     def stop(self, grace: float | None = None) -> None:
         """Refuses new requests, lets running ones finish for `grace` seconds, unloads."""
         grace = self.config.grace_period_seconds if grace is None else grace
-        self._health.enter_graceful_shutdown()
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
         if self._rest_server is not None:
             self._rest_server.stop()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace).wait()
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.close()
         self.core.close()
 
     def __enter__(self) -> "ModelServer":
@@ -222,27 +283,33 @@ class ModelServer:
                 # A single port per server: a second server on the same port is a mistake
                 # that SO_REUSEPORT would silently turn into load balancing.
                 ("grpc.so_reuseport", 0),
+                *self._grpc_options,
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.core), server
+            PredictionServicer(self.core, self.metrics), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self._health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         return server
 
     def _update_health(self) -> None:
         self._set_health(self.core.is_available())
 
     def _set_health(self, available: bool) -> None:
-        # Like TF Serving's --enable_grpc_healthcheck_service: SERVING once every model has a
-        # version answering, so a Kubernetes grpc probe keeps traffic away until then.
+        # TF Serving's gRPC port opens only once the configured models have loaded, and its
+        # health service then says SERVING; here the port opens at the same point, and the
+        # status also follows later loads and unloads (NOT_SERVING while a model has no
+        # version answering), so a Kubernetes grpc probe keeps traffic away until then.
+        if self._health is None:
+            return
         serving_status = (
             health_pb2.HealthCheckResponse.SERVING
             if available
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for service in ("", contract.PREDICTION_SERVICE):
+        for service in HEALTH_SERVICES:
             self._health.set(service, serving_status)
 
 
@@ -259,11 +326,67 @@ def initial_model_server_config(config: ServerConfig) -> model_config.ModelServe
     )
 
 
-def session_config(parallelism: int) -> tf.compat.v1.ConfigProto:
-    """Session threads as TF Serving's --tensorflow_session_parallelism sets them."""
+def session_config(config: ServerConfig) -> tf.compat.v1.ConfigProto:
+    """Session threads as TF Serving's three parallelism flags set them (server.cc).
+
+    Raises:
+        ValueError: all three flags are set, which TF Serving refuses.
+    """
+    intra, inter = config.tensorflow_intra_op_parallelism, config.tensorflow_inter_op_parallelism
+    if intra > 0 and inter > 0 and config.tensorflow_session_parallelism > 0:
+        raise ValueError(
+            "Either configure --tensorflow_session_parallelism or "
+            "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all."
+        )
+    if intra <= 0 and inter <= 0:
+        intra = inter = config.tensorflow_session_parallelism
     return tf.compat.v1.ConfigProto(
-        intra_op_parallelism_threads=parallelism, inter_op_parallelism_threads=parallelism
+        intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter
     )
+
+
+def batch_scheduler(config: ServerConfig, metrics: ServerMetrics) -> BatchScheduler | None:
+    """The server's batch scheduler with `--enable_batching`, else None.
+
+    Raises:
+        ValueError: a batching file without --enable_batching, or parameters TF Serving
+            (or this server) refuses.
+    """
+    if not config.enable_batching:
+        if config.batching_parameters_file:
+            raise ValueError(
+                "--batching_parameters_file is set without setting --enable_batching to true."
+            )
+        return None
+    parameters = config_files.read_batching_parameters(config.batching_parameters_file)
+    try:
+        options = BatchingOptions.from_parameters(parameters)
+    except ValueError as error:
+        where = config.batching_parameters_file or "the default BatchingParameters"
+        raise ValueError(f"{where}: {error}") from None
+    return BatchScheduler(options, metrics)
+
+
+def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's --grpc_channel_arguments: "key=value,..."; integer values as integers.
+
+    Raises:
+        ValueError: an entry that is not key=value.
+    """
+    arguments: list[tuple[str, int | str]] = []
+    for entry in filter(None, text.split(",")):
+        key, separator, value = entry.partition("=")
+        if not separator or not key:
+            raise ValueError(
+                f"--grpc_channel_arguments entry {entry!r} is not key=value "
+                "(e.g. grpc.max_connection_age_ms=300000)"
+            )
+        try:
+            arguments.append((key, int(value)))
+        except ValueError:
+            arguments.append((key, value))
+    return arguments
 
 
 def serve(config: ServerConfig) -> None:

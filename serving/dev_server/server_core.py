@@ -22,7 +22,7 @@ from serving.dev_server.model_manager import (
     servable_not_found,
     versions_not_found,
 )
-from serving.dev_server.servable import SavedModelServable
+from serving.dev_server.servable import SavedModelServable, ServableOptions
 
 LabelMap = dict[str, dict[str, int]]  # model name → label → version
 
@@ -32,7 +32,7 @@ class ServerCore:
 
     Args:
         enable_model_warmup: replay each version's warmup records before serving it.
-        session_config: TensorFlow session options of every version.
+        servable_options: how every version runs (session options, batching, metrics).
         allow_version_labels_for_unavailable_models: TF Serving's flag of that name: a new
             label may name a version that is not loaded yet. Without it TF Serving refuses
             every label in the config it starts with, since nothing is loaded at that point.
@@ -43,12 +43,12 @@ class ServerCore:
         self,
         *,
         enable_model_warmup: bool = True,
-        session_config: tf.compat.v1.ConfigProto | None = None,
+        servable_options: ServableOptions | None = None,
         allow_version_labels_for_unavailable_models: bool = False,
         on_availability_change: Callable[[], None] | None = None,
     ):
         self._enable_model_warmup = enable_model_warmup
-        self._session_config = session_config
+        self._servable_options = servable_options
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._on_availability_change = on_availability_change
         self._lock = threading.Lock()  # guards _managers and _labels for request threads
@@ -244,7 +244,7 @@ class ServerCore:
             model.base_path,
             version_policy=model.model_version_policy,
             enable_model_warmup=self._enable_model_warmup,
-            session_config=self._session_config,
+            servable_options=self._servable_options,
             on_availability_change=self._notify,
         )
         manager.refresh()

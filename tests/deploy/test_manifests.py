@@ -7,6 +7,7 @@ and the readiness probe is sent, as the kubelet sends it, to the local TF-Servin
 server before and after its model appears.
 """
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -14,21 +15,21 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 import yaml
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.dev_server import model_config
+from serving.dev_server import cli, config_files, model_config
+from serving.dev_server.batching import BatchingOptions
+from serving.dev_server.server import ModelServer
 from tests import REPO, serving_fixtures
 from trainer import distribution
 
@@ -204,58 +205,12 @@ def test_model_config_names_the_release_with_a_version_policy(overlay):
     assert annotations["objrec.dev/model-base-path"] == params["model_base_path"]
 
 
-def batching_and_monitoring_messages():
-    """TF Serving's BatchingParameters and MonitoringConfig protos, which
-    tensorflow-serving-api does not ship: the fields of session_bundle_config.proto and
-    monitoring_config.proto that objrec sets, with their numbers, so text_format parses the
-    files as TF Serving does (an unknown or misspelt field is an error)."""
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="objrec_tests/tf_serving_configs.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    field = descriptor_pb2.FieldDescriptorProto
-    batching = proto.message_type.add(name="BatchingParameters")
-    for number, name in enumerate(
-        ["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"], 1
-    ):
-        batching.field.add(
-            name=name,
-            number=number,
-            type=field.TYPE_MESSAGE,
-            type_name=".google.protobuf.Int64Value",
-            label=field.LABEL_OPTIONAL,
-        )
-    batching.field.add(
-        name="allowed_batch_sizes", number=6, type=field.TYPE_INT64, label=field.LABEL_REPEATED
-    )
-    prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    monitoring = proto.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(
-        name="prometheus_config",
-        number=1,
-        type=field.TYPE_MESSAGE,
-        type_name=".tensorflow.serving.PrometheusConfig",
-        label=field.LABEL_OPTIONAL,
-    )
-    pool.Add(proto)
-    return tuple(
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-        for name in ("BatchingParameters", "MonitoringConfig")
-    )
-
-
 @pytest.mark.parametrize("overlay", SERVING)
 def test_batching_and_monitoring_configs_parse_as_tf_serving_protos(overlay):
     objects = rendered(overlay)
-    batching_parameters, monitoring_config = batching_and_monitoring_messages()
     text = configmap_file(objects, "objrec-serving-config", "batching.config")
-    batching = text_format.Parse(text, batching_parameters())
+    batching = text_format.Parse(text, config_files.BatchingParameters())
+    BatchingOptions.from_parameters(batching)  # what the local server accepts
     assert batching.max_batch_size.value >= 1 and batching.num_batch_threads.value >= 1
     sizes = list(batching.allowed_batch_sizes)
     if sizes:  # TF Serving: increasing, and the last one is max_batch_size
@@ -263,7 +218,7 @@ def test_batching_and_monitoring_configs_parse_as_tf_serving_protos(overlay):
     expected_max = 64 if overlay == "gpu" else 16
     assert batching.max_batch_size.value == expected_max
     text = configmap_file(objects, "objrec-serving-config", "monitoring.config")
-    monitoring = text_format.Parse(text, monitoring_config())
+    monitoring = text_format.Parse(text, config_files.MonitoringConfig())
     assert monitoring.prometheus_config.enable
     annotations = find(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == monitoring.prometheus_config.path
@@ -555,7 +510,9 @@ def test_readiness_probe_is_serving_only_once_the_model_has_loaded(tmp_path):
     # TF Serving looks for versions once at start-up; the local server polls, so that the
     # model can appear while the test watches.
     with serving_fixtures.running_server(
-        model_config_file=str(config_file), file_system_poll_wait_seconds=0.1
+        model_config_file=str(config_file),
+        file_system_poll_wait_seconds=0.1,
+        enable_grpc_healthcheck_service=True,
     ) as server:
         assert health_status(server.port, service) == health_pb2.HealthCheckResponse.NOT_SERVING
         serving_fixtures.export_toy_model(model_base_path, version=1)
@@ -565,6 +522,109 @@ def test_readiness_probe_is_serving_only_once_the_model_has_loaded(tmp_path):
             time.sleep(0.1)
             status = health_status(server.port, service)
         assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def rendered_server_command_line(objects, config_dir: pathlib.Path) -> list[str]:
+    """The tf-serving container's arguments as the kubelet passes them, with the ConfigMap's
+    files written to `config_dir` in place of their mount, /etc/tf-serving."""
+    deployment = find(objects, "Deployment", "objrec-serving")
+    serving = container(deployment, "tf-serving")
+    [mount] = [m for m in serving["volumeMounts"] if m["mountPath"] == "/etc/tf-serving"]
+    [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    [configmap] = [
+        o for o in find_all(objects, "ConfigMap")
+        if o["metadata"]["name"] == volume["configMap"]["name"]
+    ]  # fmt: skip
+    for name, text in configmap["data"].items():
+        (config_dir / name).write_text(text)
+    # $(CPU_LIMIT) is the container's CPU limit, as its resourceFieldRef (divisor 1) says.
+    cpu_limit = str(serving["resources"]["limits"]["cpu"])
+    env = {e["name"]: e for e in serving["env"]}
+    assert env["CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    return [
+        argument.replace("/etc/tf-serving", str(config_dir)).replace("$(CPU_LIMIT)", cpu_limit)
+        for argument in serving["args"]
+    ]
+
+
+def metrics_page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
+def processed_batch_sizes(url: str) -> dict[str, float]:
+    """How many batches ran, how many of them held one example, and their examples in all."""
+    prefix = ":tensorflow:serving:batching_session:processed_batch_size"
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(metrics_page(url))
+        for sample in family.samples
+        if sample.name.startswith(prefix)
+    }
+    return {
+        "count": samples[(prefix + "_count", None)],
+        "of_one": samples[(prefix + "_bucket", "1.0")],
+        "examples": samples[(prefix + "_sum", None)],
+    }
+
+
+def concurrent_predicts(port: int, clients: int, image: bytes) -> None:
+    """`clients` Predict calls at once; all must succeed."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = serving_fixtures.predict_request([image])
+        calls = [stub.Predict.future(request, timeout=120) for _ in range(clients)]
+        for call in calls:
+            call.result()
+
+
+@pytest.mark.slow
+def test_the_local_server_runs_the_cpu_overlays_tf_serving_command_line(tmp_path, toy_version):
+    """objrec-serve started with exactly the arguments k8s/overlays/cpu gives TF Serving (paths
+    rewritten to a temporary directory): batching, Prometheus metrics and health all work."""
+    model_base_path = tmp_path / "export" / "objrec"
+    serving_fixtures.copy_version(toy_version, model_base_path, 1)
+    k8s = copy_k8s(tmp_path)
+    params = read_params(k8s / "base" / "params.env")
+    write_params(k8s / "base" / "params.env", {**params, "model_base_path": model_base_path})
+    config_dir = tmp_path / "etc-tf-serving"
+    config_dir.mkdir()
+    args = rendered_server_command_line(kustomize(k8s / "overlays" / "cpu"), config_dir)
+
+    config = cli.parse_args(args)  # every argument accepted, with TF Serving's meaning
+
+    assert (config.port, config.rest_api_port) == (GRPC_PORT, REST_PORT)
+    assert config.enable_batching and config.enable_grpc_healthcheck_service
+    assert (config.tensorflow_intra_op_parallelism, config.tensorflow_inter_op_parallelism) == (
+        4,
+        4,
+    )
+    # Bound to free loopback ports instead of 8500/8501, which another test run may hold.
+    config = dataclasses.replace(config, port=0, rest_api_port=0, host="127.0.0.1")
+    # A photo-sized image keeps each batch busy long enough for requests to queue behind it.
+    rng = np.random.default_rng(0)
+    image = serving_fixtures.encode_jpeg(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    with ModelServer(config) as server:
+        metrics_path = config_files.prometheus_path(config.monitoring_config_file)
+        metrics_url = f"http://127.0.0.1:{server.rest_port}{metrics_path}"
+        for service in ("", "ModelService", "PredictionService"):
+            assert health_status(server.port, service) == health_pb2.HealthCheckResponse.SERVING
+        assert server.batch_scheduler.options.max_batch_size == 16
+        assert server.batch_scheduler.options.num_batch_threads == 4
+
+        # With batch_timeout_micros 0 a batch forms only from requests that arrive while all 4
+        # batch threads are busy: send rounds of concurrent requests until one has (deadline).
+        deadline = time.monotonic() + 300
+        batches = processed_batch_sizes(metrics_url)
+        while batches["count"] == batches["of_one"] and time.monotonic() < deadline:
+            concurrent_predicts(server.port, 32, image)
+            batches = processed_batch_sizes(metrics_url)
+        assert batches["count"] > batches["of_one"], batches  # some batch merged requests
+        assert batches["examples"] > batches["count"]
+        page = metrics_page(metrics_url)
+    name = params["model_name"]
+    assert f':tensorflow:serving:request_count{{model_name="{name}",status="OK"}}' in page
+    assert ":tensorflow:serving:request_latency_bucket{" in page
 
 
 # Training --------------------------------------------------------------------------------------

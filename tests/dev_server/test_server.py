@@ -55,7 +55,9 @@ from tests.serving_fixtures import (
 
 @pytest.fixture(scope="module")
 def server(toy_version, tmp_path_factory):
-    with serving_toy(toy_version, tmp_path_factory.mktemp("served")) as running:
+    with serving_toy(
+        toy_version, tmp_path_factory.mktemp("served"), enable_grpc_healthcheck_service=True
+    ) as running:
         yield running
 
 
@@ -322,11 +324,28 @@ def test_request_over_the_message_limit_is_resource_exhausted(toy_version, tmp_p
         assert_still_serving(stub)
 
 
-def test_health_service_reports_serving(channel):
+def test_health_service_reports_serving_under_tf_servings_names(channel):
     stub = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "tensorflow.serving.PredictionService"):
+    for service in ("", "ModelService", "PredictionService"):
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Check(health_pb2.HealthCheckRequest(service="Other"), timeout=10)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_service_is_off_unless_asked_for_as_in_tf_serving(toy_version, tmp_path):
+    copy_version(toy_version, tmp_path, 1)
+    with (
+        running_server(tmp_path) as plain,
+        grpc.insecure_channel(f"127.0.0.1:{plain.port}") as own_channel,
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            health_pb2_grpc.HealthStub(own_channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert_still_serving(prediction_service_pb2_grpc.PredictionServiceStub(own_channel))
 
 
 def test_concurrent_clients_are_all_served(server):
@@ -423,7 +442,7 @@ def test_broken_newest_version_at_startup_serves_nothing_as_in_tf_serving(toy_ve
     # CI check against a broken export fails instead of passing on the previous version.
     copy_version(toy_version, tmp_path, 1)
     broken_export(toy_version, tmp_path, 2)
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, enable_grpc_healthcheck_service=True) as server:
         assert version_states(server) == {2: "END"}
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as own_channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(own_channel)
@@ -437,7 +456,9 @@ def test_broken_newest_version_at_startup_serves_nothing_as_in_tf_serving(toy_ve
 
 def test_health_is_not_serving_until_a_version_loads(toy_version, tmp_path):
     with (
-        running_server(tmp_path, file_system_poll_wait_seconds=0.05) as waiting,
+        running_server(
+            tmp_path, file_system_poll_wait_seconds=0.05, enable_grpc_healthcheck_service=True
+        ) as waiting,
         grpc.insecure_channel(f"127.0.0.1:{waiting.port}") as own_channel,
     ):
         health = health_pb2_grpc.HealthStub(own_channel)
@@ -477,6 +498,7 @@ def test_command_line_server_serves_then_stops_gracefully_on_sigterm(toy_version
     command = [
         sys.executable, "-m", "serving.dev_server", "--model_base_path", str(tmp_path),
         "--model_name", "objrec", "--port", str(port), "--host", "127.0.0.1",
+        "--enable_grpc_healthcheck_service",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -509,7 +531,13 @@ def test_stop_lets_running_requests_finish_and_refuses_new_ones(toy_version, tmp
         return predict(self, request)
 
     monkeypatch.setattr(SavedModelServable, "predict", slow_predict)
-    config = ServerConfig(str(tmp_path), port=0, host="127.0.0.1", grace_period_seconds=10)
+    config = ServerConfig(
+        str(tmp_path),
+        port=0,
+        host="127.0.0.1",
+        grace_period_seconds=10,
+        enable_grpc_healthcheck_service=True,
+    )
     server = ModelServer(config)
     enter_graceful_shutdown = server._health.enter_graceful_shutdown
 
