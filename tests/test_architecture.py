@@ -39,7 +39,7 @@ def test_the_graph_sees_every_package_and_their_imports():
     assert "objrec.savedmodel.signatures" in GRAPH["trainer.export"]
     assert "serving.client.commands" in GRAPH["serving.client.cli"]
     assert "serving.client.library" in GRAPH["serving.client.commands"]
-    assert "objrec.contract" in GRAPH["serving.dev_server.server"]
+    assert "objrec.contract" in GRAPH["serving.dev_server.servable"]
 
 
 @pytest.mark.parametrize(

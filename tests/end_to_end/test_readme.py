@@ -13,7 +13,7 @@ import pytest
 
 from objrec import testing
 from preprocessing import sample_data
-from tests import REPO
+from tests import REPO, serving_fixtures
 
 TINY_TRAINING = ("--weights none --input_size 32 --batch_size 16 --head_epochs 0 "
                  "--fine_tune_epochs 1 --strategy one_device")  # fmt: skip
@@ -60,3 +60,26 @@ def test_the_readme_commands_run_as_written(tmp_path):
     assert (tmp_path / "work" / "served-report.html").is_file()
     assert "Wrote work/predicted: 1 predictions of 1 inputs" in result.stdout  # batch prediction
     assert (tmp_path / "work" / "job" / "eval" / "report.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_local_server_commands_run_as_written(tmp_path, toy_version):
+    """The README's objrec-serve with the manifests' config files, from the repository root:
+    batching on, and the Prometheus page counts the prediction it served."""
+    serving_fixtures.copy_version(toy_version, tmp_path / "work" / "job" / "export" / "objrec", 1)
+    (tmp_path / "k8s").symlink_to(REPO / "k8s")
+    photos = tmp_path / "some" / "photos"
+    photos.mkdir(parents=True)
+    (photos / "cat.png").write_bytes(serving_fixtures.sample_images()[0])
+    block = readme_block("## The local model server")
+    script = as_run_here("source .venv/bin/activate\n" + block, *testing_ports())
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "cat.png" in result.stdout
+    assert ':tensorflow:serving:request_count{model_name="objrec",status="OK"} 1' in result.stdout
+
+
+def testing_ports() -> list[int]:
+    return [testing.free_port() for _ in range(3)]
