@@ -109,7 +109,14 @@ def png_bytes(image: Image.Image) -> bytes:
 
 @pytest.mark.parametrize(
     ("kind", "tolerance"),
-    [("png", 1.0), ("rotated_jpeg", 1.5), ("transparent_png", 1.5), ("large_jpeg", 2.0)],
+    [
+        ("png", 1.0),
+        ("rotated_jpeg", 1.5),
+        ("transparent_png", 1.5),
+        ("large_jpeg", 2.0),
+        ("grey_png", 1.0),
+        ("grey_transparent_png", 1.5),
+    ],
 )
 def test_raw_bytes_become_what_preprocessing_stores_then_eval_crops(kind, tolerance):
     """The serving path on raw bytes vs Pillow preprocessing, storage and the eval crop."""
@@ -121,6 +128,11 @@ def test_raw_bytes_become_what_preprocessing_stores_then_eval_crops(kind, tolera
     elif kind == "transparent_png":
         alpha = Image.linear_gradient("L").resize(photo.size)
         data = png_bytes(Image.merge("RGBA", (*photo.split(), alpha)))
+    elif kind == "grey_png":
+        data = png_bytes(photo.convert("L"))
+    elif kind == "grey_transparent_png":
+        alpha = Image.linear_gradient("L").resize(photo.size)
+        data = png_bytes(Image.merge("LA", (photo.convert("L"), alpha)))
     else:
         data = png_bytes(photo)
     served = run_both_ways(
@@ -145,6 +157,25 @@ def test_decode_raw_batch_marks_each_bad_image_invalid():
     assert images.shape == (5, 16, 16, 3)
     assert not images.numpy()[1].any()
     np.testing.assert_allclose(images.numpy()[3], 255.0)  # transparency composited on white
+
+
+def test_each_image_of_a_batch_larger_than_the_parallel_decodes_keeps_its_place():
+    """Decoded several at once, every answer is still its own file's, bad files anywhere."""
+    count = 3 * decode.PARALLEL_DECODES
+    bad = {0, 5, count - 1}
+    files = [
+        b"not an image" if i in bad else png_bytes(natural_photo(40 + 3 * i, 30 + 2 * i))
+        for i in range(count)
+    ]
+    images, valid = decode.decode_raw_batch(tf.constant(files), 16, "shorter_side", 16, 10**6)
+    assert valid.numpy().tolist() == [i not in bad for i in range(count)]
+    for i, data in enumerate(files):
+        expected = (
+            np.zeros((16, 16, 3))
+            if i in bad
+            else decode.decode_raw_image(tf.constant(data), 16, "shorter_side", 16, 10**6)
+        )
+        np.testing.assert_array_equal(images.numpy()[i], expected)
 
 
 def test_header_over_the_pixel_limit_is_invalid_before_decoding():
