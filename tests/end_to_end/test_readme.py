@@ -73,7 +73,7 @@ def test_the_local_server_commands_run_as_written(tmp_path, toy_version):
     photos.mkdir(parents=True)
     (photos / "cat.png").write_bytes(serving_fixtures.sample_images()[0])
     block = readme_block("## The local model server")
-    script = as_run_here("source .venv/bin/activate\n" + block, *testing_ports())
+    script = as_run_here("source .venv/bin/activate\n" + block, *free_ports())
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -81,5 +81,5 @@ def test_the_local_server_commands_run_as_written(tmp_path, toy_version):
     assert ':tensorflow:serving:request_count{model_name="objrec",status="OK"} 1' in result.stdout
 
 
-def testing_ports() -> list[int]:
+def free_ports() -> list[int]:
     return [testing.free_port() for _ in range(3)]
