@@ -25,7 +25,7 @@ The share before the model is (full - images) / full of the medians; the decode-
 (decode / full) measures the same part directly. Target: at most 15% at batch 16. The JPEGs
 are matplotlib's sample `grace_hopper.jpg`, cropped to 4:3 and resized to 640x480, in a few
 variants (mirrored, brighter, darker). Client and server share this process and its cores.
-Prints figures only; nothing is asserted. About 7 minutes on 2 CPU cores.
+Prints figures only; nothing is asserted. About 4 minutes on 2 idle CPU cores.
 """
 
 import argparse
