@@ -89,7 +89,9 @@ def objrec_job(images: str, work: str, name: str, train_flags: list[str], test_d
 
 
 def load_folder(folder: str, size: int, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(images, class ids) of a class-folder tree, resized to `size` (float 0-255)."""
+    """(images, class ids) of a class-folder tree, resized to `size` (float 0-255), in a fixed
+    random order: Keras's validation_split holds out the last examples, which in folder order
+    would be the last class alone."""
     images, labels = [], []
     for index, name in enumerate(sample_data.CLASS_NAMES):
         class_dir = os.path.join(folder, name)
@@ -100,7 +102,8 @@ def load_folder(folder: str, size: int, rgb: bool) -> tuple[np.ndarray, np.ndarr
             image = image.resize((size, size), Image.BILINEAR) if image.size[0] != size else image
             images.append(np.asarray(image, np.float32).reshape(size, size, -1))
             labels.append(index)
-    return np.stack(images), np.array(labels)
+    order = np.random.default_rng(0).permutation(len(labels))
+    return np.stack(images)[order], np.array(labels)[order]
 
 
 def simple_convnet(train_dir: str, test_dir: str, quick: bool) -> tuple[float, float]:

@@ -80,6 +80,21 @@ class TrainConfig:
         None, "Probability of erasing a random rectangle of each training image.", float
     )
     label_smoothing: float | None = _flag(None, "Label smoothing of the cross-entropy.", float)
+    mixup_alpha: float | None = _flag(
+        None,
+        "Mixup: a batch's images and labels averaged with the reversed batch's, the weight "
+        "drawn from Beta(alpha, alpha); 0 is off.",
+        float,
+    )
+    cutmix_alpha: float | None = _flag(
+        None,
+        "CutMix: a rectangle of the reversed batch's images pasted in, labels weighted by its "
+        "area, drawn from Beta(alpha, alpha); 0 is off. With mixup too, each batch picks one.",
+        float,
+    )
+    mix_probability: float | None = _flag(
+        None, "Probability that a batch is mixed (mixup or CutMix).", float
+    )
     batchnorm_momentum: float | None = _flag(
         None,
         "Momentum of BatchNorm's moving statistics when it trains (from scratch); Keras's 0.99 "

@@ -1,7 +1,8 @@
-"""Training's augmentation of stored images: random crops, flips, rotation and erasing.
+"""Training's augmentation of stored images: random crops, flips, rotation and erasing, and the
+mixing of a batch's images and labels (mixup, CutMix).
 
-Each op works on one image (HWC) with an explicit stateless seed, so it runs the same eagerly
-and inside `tf.data.Dataset.map`. Evaluation's view (`eval_crop`) and the resize are the
+Each op works on one image (HWC), or `mix_batch` on one batch, with an explicit stateless seed,
+so it runs the same eagerly and inside `tf.data.Dataset.map`. Evaluation's view (`eval_crop`) and the resize are the
 serving graph's, from `objrec.savedmodel.decode`.
 """
 
@@ -136,3 +137,80 @@ def augment(image: tf.Tensor, seed: tf.Tensor, augmentation: Augmentation) -> tf
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = random_rotate(image, augmentation.rotation_degrees, rotate_seed)
     return random_erasing(image, augmentation.random_erasing, erase_seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """Batch mixing; see `mix_batch`. Both alphas 0 is off."""
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    probability: float = 1.0  # of mixing a batch at all
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+def _beta(seed: tf.Tensor, alpha: float) -> tf.Tensor:
+    """A Beta(alpha, alpha) draw, from two stateless Gamma draws."""
+    first, second = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    a = tf.random.stateless_gamma([], first, alpha)
+    b = tf.random.stateless_gamma([], second, alpha)
+    return a / (a + b)
+
+
+def _cutmix_mask(height: tf.Tensor, width: tf.Tensor, share: tf.Tensor, seed: tf.Tensor):
+    """A [height, width, 1] mask of one rectangle of about `share` of the area, centred at a
+    uniform random pixel and clipped by the edges (Yun et al., 2019), and its exact share."""
+    row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    ratio = tf.sqrt(share)
+    centre_row = tf.floor(tf.random.stateless_uniform([], row_seed) * h)
+    centre_column = tf.floor(tf.random.stateless_uniform([], column_seed) * w)
+    top = tf.clip_by_value(centre_row - tf.round(h * ratio / 2), 0.0, h)
+    bottom = tf.clip_by_value(centre_row + tf.round(h * ratio / 2), 0.0, h)
+    left = tf.clip_by_value(centre_column - tf.round(w * ratio / 2), 0.0, w)
+    right = tf.clip_by_value(centre_column + tf.round(w * ratio / 2), 0.0, w)
+    rows = tf.range(h)[:, tf.newaxis]
+    columns = tf.range(w)[tf.newaxis, :]
+    inside = (rows >= top) & (rows < bottom) & (columns >= left) & (columns < right)
+    exact_share = (bottom - top) * (right - left) / (h * w)
+    return inside[..., tf.newaxis], exact_share
+
+
+def mix_batch(
+    images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, mixing: Mixing
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixes each example of a batch with its partner in the reversed batch, as timm does.
+
+    With `mixing.probability` the batch is mixed, by mixup (Zhang et al., 2017: a weighted
+    average of the two images and of their one-hot labels, weight ~ Beta(alpha, alpha)) or
+    CutMix (a rectangle of the partner pasted in, labels weighted by the pasted area); with both
+    alphas set, each batch draws one of the two at even odds. Shapes and dtypes are kept.
+    """
+    if not mixing.enabled:
+        return images, labels
+    apply_seed, choice_seed, weight_seed, box_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4)
+    )
+    images = tf.cast(images, tf.float32)
+    partner_images = tf.reverse(images, [0])
+    partner_labels = tf.reverse(labels, [0])
+    use_cutmix = mixing.cutmix_alpha > 0
+    if mixing.mixup_alpha > 0 and mixing.cutmix_alpha > 0:
+        use_cutmix = tf.random.stateless_uniform([], choice_seed) < 0.5
+    alpha = tf.where(use_cutmix, mixing.cutmix_alpha, mixing.mixup_alpha)
+    weight = _beta(weight_seed, alpha)  # of the example itself
+    shape = tf.shape(images)
+    inside, pasted_share = _cutmix_mask(shape[1], shape[2], 1.0 - weight, box_seed)
+    cut_images = tf.where(inside[tf.newaxis], partner_images, images)
+    mixed_images = weight * images + (1.0 - weight) * partner_images
+    weight = tf.where(use_cutmix, 1.0 - pasted_share, weight)
+    mixed_images = tf.where(use_cutmix, cut_images, mixed_images)
+    if mixing.probability < 1:
+        skip = tf.random.stateless_uniform([], apply_seed) >= mixing.probability
+        mixed_images = tf.where(skip, images, mixed_images)
+        weight = tf.where(skip, 1.0, weight)
+    mixed_labels = weight * labels + (1.0 - weight) * partner_labels
+    return mixed_images, tf.cast(mixed_labels, labels.dtype)

@@ -201,7 +201,26 @@ def make_train_dataset(
     per_replica_batch = (
         context.get_per_replica_batch_size(config.batch_size) if context else config.batch_size
     )
-    return dataset.batch(per_replica_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(per_replica_batch, drop_remainder=True)
+    mixing = mixing_of(config)
+    if mixing.enabled:
+        # One seed per batch, apart from the examples' seeds above.
+        batch_seeds = tf.data.Dataset.random(seed=config.seed + 7919 + pipeline_id).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, batch_seeds).map(
+            lambda batch, seed: image_ops.mix_batch(*batch, seed, mixing),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def mixing_of(config: TrainConfig) -> image_ops.Mixing:
+    """The batch mixing a resolved config asks for (recipe fields left None: off)."""
+    return image_ops.Mixing(
+        mixup_alpha=config.mixup_alpha or 0.0,
+        cutmix_alpha=config.cutmix_alpha or 0.0,
+        probability=1.0 if config.mix_probability is None else config.mix_probability,
+    )
 
 
 def eval_steps(num_examples: int, global_batch_size: int) -> int:

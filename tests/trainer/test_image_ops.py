@@ -52,3 +52,81 @@ def test_random_erasing_replaces_one_rectangle_or_nothing():
     assert 0.02 * 1024 * 0.5 <= len(changed) <= height * width <= 0.25 * 1024 * 1.5
     kept = image_ops.random_erasing(image, 0.0, tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_array_equal(kept, image.numpy())
+
+
+MIXINGS = {
+    "mixup": image_ops.Mixing(mixup_alpha=0.4),
+    "cutmix": image_ops.Mixing(cutmix_alpha=1.0),
+    "both": image_ops.Mixing(mixup_alpha=0.4, cutmix_alpha=1.0, probability=0.8),
+}
+
+
+def _batch(size=6, side=16, classes=3):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (size, side, side, 3)).astype(np.float32)
+    labels = tf.one_hot(np.arange(size) % classes, classes).numpy()
+    return images, labels
+
+
+@pytest.mark.parametrize("name", sorted(MIXINGS))
+def test_mix_batch_is_the_same_eagerly_and_in_tf_data_for_a_seed(name):
+    mixing = MIXINGS[name]
+    images, labels = _batch()
+    seed = tf.constant([3, 4], tf.int64)
+    eager = image_ops.mix_batch(tf.constant(images), tf.constant(labels), seed, mixing)
+    in_data = next(
+        iter(
+            tf.data.Dataset.from_tensors((images, labels, seed)).map(
+                lambda x, y, s: image_ops.mix_batch(x, y, s, mixing)
+            )
+        )
+    )
+    for a, b in zip(eager, in_data, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    mixed_images, mixed_labels = eager
+    assert mixed_images.shape == images.shape and mixed_images.dtype == tf.float32
+    assert mixed_labels.shape == labels.shape and mixed_labels.dtype == tf.float32
+    np.testing.assert_allclose(mixed_labels.numpy().sum(-1), 1.0, rtol=1e-6)
+    # Some seed mixes the batch: its labels change.
+    assert any(
+        not np.array_equal(
+            image_ops.mix_batch(images, labels, tf.constant([k, 1], tf.int64), mixing)[1], labels
+        )
+        for k in range(10)
+    )
+
+
+def test_cutmix_pastes_one_rectangle_of_the_partner_weighted_by_its_area():
+    images = np.zeros((2, 20, 20, 3), np.float32)
+    images[1] = 200.0  # the partner of example 0 is example 1 (the reversed batch)
+    labels = np.eye(2, dtype=np.float32)
+    for k in range(10):
+        mixed, mixed_labels = image_ops.mix_batch(
+            images, labels, tf.constant([k, 2], tf.int64), image_ops.Mixing(cutmix_alpha=1.0)
+        )
+        pasted = np.argwhere(mixed.numpy()[0, ..., 0] == 200.0)
+        share = len(pasted) / 400
+        if len(pasted):
+            height, width = np.ptp(pasted, axis=0) + 1
+            assert height * width == len(pasted)  # one whole rectangle
+        np.testing.assert_allclose(mixed_labels.numpy()[0], [1 - share, share], atol=1e-6)
+
+
+def test_mixup_weights_images_and_labels_alike():
+    images, labels = _batch(size=2, classes=2)
+    mixed, mixed_labels = image_ops.mix_batch(
+        images, labels, tf.constant([5, 5], tf.int64), image_ops.Mixing(mixup_alpha=0.4)
+    )
+    weight = mixed_labels.numpy()[0, 0]
+    np.testing.assert_allclose(
+        mixed.numpy()[0], weight * images[0] + (1 - weight) * images[1], rtol=1e-5, atol=1e-3
+    )
+
+
+def test_mixing_off_or_never_applied_leaves_the_batch_alone():
+    images, labels = _batch()
+    seed = tf.constant([1, 1], tf.int64)
+    for mixing in (image_ops.Mixing(), image_ops.Mixing(cutmix_alpha=1.0, probability=0.0)):
+        mixed, mixed_labels = image_ops.mix_batch(images, labels, seed, mixing)
+        np.testing.assert_array_equal(mixed, images)
+        np.testing.assert_array_equal(mixed_labels, labels)
