@@ -2,8 +2,8 @@
 mixing of a batch's images and labels (mixup, CutMix).
 
 Each op works on one image (HWC), or `mix_batch` on one batch, with an explicit stateless seed,
-so it runs the same eagerly and inside `tf.data.Dataset.map`. Evaluation's view (`eval_crop`) and the resize are the
-serving graph's, from `objrec.savedmodel.decode`.
+so it runs the same eagerly and inside `tf.data.Dataset.map`. Evaluation's view (`eval_crop`)
+and the resize are the serving graph's, from `objrec.savedmodel.decode`.
 """
 
 import dataclasses
