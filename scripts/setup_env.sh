@@ -43,7 +43,12 @@ if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   echo "objrec: installing the Debian packages ${packages[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${packages[@]}" >/dev/null
+  # The demo's and the tests' set-up at once take turns (flock: apt-get update fails at once
+  # on a held lock); an apt-get of the system's is waited for on dpkg's lock.
+  (
+    flock 9
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+      --no-install-recommends "${packages[@]}" >/dev/null
+  ) 9>"${TMPDIR:-/tmp}/objrec-apt.lock"
 fi
