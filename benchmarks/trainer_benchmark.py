@@ -20,6 +20,9 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The kernels objrec-train picks (trainer.task.prefer_onednn_kernels), for the in-process peers
+# too: the comparison is of the training, not of TensorFlow's kernel choice.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
