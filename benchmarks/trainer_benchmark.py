@@ -20,9 +20,12 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The kernels objrec-train picks (trainer.task.prefer_onednn_kernels), for the in-process peers
-# too: the comparison is of the training, not of TensorFlow's kernel choice.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from trainer.task import prefer_onednn_kernels  # noqa: E402
+
+# The kernels objrec-train picks, for the in-process peers too: the comparison is of the
+# training, not of TensorFlow's kernel choice.
+prefer_onednn_kernels()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -4,9 +4,11 @@ import os
 import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The kernels objrec-train runs with (trainer.task.prefer_onednn_kernels), here for the
-# in-process training tests.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from trainer.task import prefer_onednn_kernels  # noqa: E402
+
+# The kernels objrec-train runs with, here for the in-process training tests.
+prefer_onednn_kernels()
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
