@@ -17,9 +17,10 @@ port=${PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 started=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
 # TensorFlow's C++ start-up lines (CPU features, no CUDA driver, oneDNN), which it writes
-# before its own log level applies, are dropped; everything else is shown, in order.
+# before its own log level applies, are dropped; everything else is shown, in order, a line as
+# it comes (also into a pipe or a file, as `demo.sh | tee demo.log`).
 startup_noise='^([IWE][0-9]{4} |WARNING: All log messages before absl|To enable the following instructions)'
-quiet() { "$@" 2>&1 | { grep -Ev "$startup_noise" || true; }; }
+quiet() { "$@" 2>&1 | { grep --line-buffered -Ev "$startup_noise" || true; }; }
 
 step "1/5 sample images: $per_class per class from the training set, 100 per class held out"
 quiet python -m preprocessing.sample_data --output "$demo/images" --per_class "$per_class" --source train
