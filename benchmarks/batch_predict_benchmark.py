@@ -14,12 +14,14 @@ side by side in one run, rounds interleaved so that machine noise hits both alik
     cold      the same from nothing, as a user classifies a folder without a server running:
               a fresh `objrec-serve` started until it serves, then `objrec-predict`
 
-Both run as the console scripts a user types. Prints images/s of each round and the ratio of
-the best rounds (target: batch >= 1x predict). Each round also runs the batch job on
-STARTUP_IMAGES images: its wall time is the job's fixed start-up (imports, model load, first
-call), and the difference gives the batch job's rate once started. The target is against
-the warm client; the cold row is what each costs a user who starts from nothing. Without
---model_base_path a tiny real objrec model is trained first (load_test.tiny_export, 32 px).
+The batch job and the client run as the console scripts a user types, the server as
+`python -m serving.dev_server` (objrec-serve's module, load_test.ServerProcess). Prints
+images/s of each round and the ratio of the best rounds (target: batch >= 1x predict). Each
+round also runs the batch job on STARTUP_IMAGES images: its wall time is the job's fixed
+start-up (imports, model load, first call), and the difference gives the batch job's rate once
+started. The target is against the warm client; the cold row is what each costs a user who
+starts from nothing. Without --model_base_path a tiny real objrec model is trained first
+(load_test.tiny_export, 32 px).
 """
 
 import argparse
@@ -48,31 +50,18 @@ def timed(argv: list[str]) -> float:
     return time.monotonic() - start
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
-    """`objrec-serve` of `model` on a free port, with the health service the wait polls."""
-    port = free_port()
-    server = subprocess.Popen(
-        [os.path.join(BIN, "objrec-serve"), "--port", str(port), "--host", "127.0.0.1",
-         "--model_name", "objrec", "--model_base_path", os.path.abspath(model),
-         "--enable_grpc_healthcheck_service"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    return server, f"127.0.0.1:{port}"
-
-
-def cold_predict(model: str, predict_flags: list[str], images: str) -> float:
+def cold_predict(model: str, predict_flags: list[str], images: str, log: str) -> float:
     """Seconds from starting a fresh server to objrec-predict's last answer."""
+    server = load_test.ServerProcess(model, free_port(), log)
     start = time.monotonic()
-    server, address = start_server(model)
     try:
-        load_test.wait_until_serving(address, server, timeout=300)
-        subprocess.run([os.path.join(BIN, "objrec-predict"), "--server", address, *predict_flags,
-                        images], check=True, stdout=subprocess.DEVNULL,
+        server.start(timeout=300)
+        subprocess.run([os.path.join(BIN, "objrec-predict"), "--server", f"127.0.0.1:{server.port}",
+                        *predict_flags, images], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)  # fmt: skip
         return time.monotonic() - start
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 def main() -> int:
@@ -92,10 +81,13 @@ def main() -> int:
     first_class = os.path.join(images, sample_data.CLASS_NAMES[0])
     for name in sorted(os.listdir(first_class))[:STARTUP_IMAGES]:
         os.link(os.path.join(first_class, name), os.path.join(few, name))
-    server, address = start_server(model)
+    model = os.path.abspath(model)
+    log = os.path.join(work, "servers.log")
+    server = load_test.ServerProcess(model, free_port(), log)
+    address = f"127.0.0.1:{server.port}"
     predict_flags = ["--json", "--batch_size", str(args.batch_size)]
     try:
-        load_test.wait_until_serving(address, server, timeout=300)
+        server.start(timeout=300)
         predict = [os.path.join(BIN, "objrec-predict"), "--server", address, *predict_flags]
         timed([*predict, os.path.join(images, sample_data.CLASS_NAMES[0])])  # warm-up
         rates = {"batch": [], "predict": [], "started": [], "cold": []}
@@ -118,13 +110,12 @@ def main() -> int:
                         f"round {round_index + 1} batch start-up {startup:.1f} s "
                         f"({STARTUP_IMAGES} images); once started {started:.1f} images/s"
                     )
-            seconds = cold_predict(model, predict_flags, images)
+            seconds = cold_predict(model, predict_flags, images, log)
             rates["cold"].append(count / seconds)
             shown = f"{seconds:7.1f} s {count / seconds:8.1f} images/s"
             print(f"round {round_index + 1} cold     {shown} (server start included)", flush=True)
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
     ratio = max(rates["batch"]) / max(rates["predict"])
     print(
         f"best: batch {max(rates['batch']):.1f} images/s, predict "
