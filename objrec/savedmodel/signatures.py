@@ -81,9 +81,11 @@ def write_saved_model(functions: ServingFunctions, export_dir: str) -> None:
 
     Keras's ExportArchive, not `tf.saved_model.save`: only its variable tracking gives a
     SavedModel whose graph TF Serving (a TF1-style session over the SignatureDefs) can run.
+    `add_endpoint` tracks the variables the signatures use. The model itself is not tracked
+    (`archive.track`): that would store every weight a second time, once per Keras variable
+    wrapper, doubling the files (ResNet50: 192 MB against 96) and every load's restore time.
     """
     archive = keras.export.ExportArchive()
-    archive.track(functions.model)
     signatures = functions.input_signatures()
     archive.add_endpoint(
         contract.SERVING_SIGNATURE,

@@ -80,3 +80,19 @@ def test_the_signatures_have_the_contract_names_dtypes_and_shapes(exported):
             contract.OUTPUT_TOP_K_CLASS_IDS: (tf.int64, [None, k]),
             contract.OUTPUT_VALID: (tf.bool, [None]),
         }
+
+
+def test_the_export_stores_each_weight_once(tmp_path):
+    model = serving_fixtures.toy_classifier(LABELS, SIZE, seed=4)
+    functions = signatures.ServingFunctions(
+        model, LABELS, image_size=SIZE, resize_mode="shorter_side", input_size=SIZE,
+        max_pixels=10_000,
+    )  # fmt: skip
+    signatures.write_saved_model(functions, str(tmp_path))
+    reader = tf.train.load_checkpoint(str(tmp_path / "variables" / "variables"))
+    stored = sum(
+        int(np.prod(shape))
+        for name, shape in reader.get_variable_to_shape_map().items()
+        if reader.get_variable_to_dtype_map()[name].is_floating
+    )
+    assert stored == model.count_params()
