@@ -19,9 +19,10 @@ The batch job and the client run as the console scripts a user types, the server
 images/s of each round and the ratio of the best rounds (target: batch >= 1x predict). Each
 round also runs the batch job on STARTUP_IMAGES images: its wall time is the job's fixed
 start-up (imports, model load, first call), and the difference gives the batch job's rate once
-started. The target is against the warm client; the cold row is what each costs a user who
-starts from nothing. Without --model_base_path a tiny real objrec model is trained first
-(load_test.tiny_export, 32 px).
+started; from the two, the folder size at which the batch job draws level. The target is
+against the warm client; the cold row is what each costs a user who starts from nothing.
+Without --model_base_path a tiny real objrec model is trained first (load_test.tiny_export,
+32 px).
 """
 
 import argparse
@@ -64,6 +65,19 @@ def cold_predict(model: str, predict_flags: list[str], images: str, log: str) ->
         server.stop()
 
 
+def break_even(startup: float, started_rate: float, predict_rate: float) -> str:
+    """The folder size from which the batch job, start-up included, beats the warm client:
+    startup + n / started_rate = n / predict_rate."""
+    if started_rate <= predict_rate:
+        return "once started, the batch job is not faster than the warm client: no break-even"
+    images = startup / (1 / predict_rate - 1 / started_rate)
+    return (
+        f"break-even: from about {images:,.0f} images the batch job ({startup:.1f} s start-up, "
+        f"then {started_rate:.1f} images/s) is ahead of the warm client ({predict_rate:.1f} "
+        "images/s)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_base_path", default=None, help="default: train a tiny model")
@@ -91,6 +105,7 @@ def main() -> int:
         predict = [os.path.join(BIN, "objrec-predict"), "--server", address, *predict_flags]
         timed([*predict, os.path.join(images, sample_data.CLASS_NAMES[0])])  # warm-up
         rates = {"batch": [], "predict": [], "started": [], "cold": []}
+        startups = []
         print(f"{count} images; model {model}")
         for round_index in range(args.rounds):
             output = os.path.join(work, f"predicted-{round_index}")
@@ -98,6 +113,7 @@ def main() -> int:
                      "--input", images, "--output", output,
                      "--batch_size", str(args.batch_size)]  # fmt: skip
             startup = timed([*batch[:3], "--input", few, "--output", f"{output}-few"])
+            startups.append(startup)
             for name, argv in (("batch", batch), ("predict", [*predict, images])):
                 seconds = timed(argv)
                 rates[name].append(count / seconds)
@@ -117,6 +133,7 @@ def main() -> int:
     finally:
         server.stop()
     ratio = max(rates["batch"]) / max(rates["predict"])
+    print(break_even(min(startups), max(rates["started"]), max(rates["predict"])))
     print(
         f"best: batch {max(rates['batch']):.1f} images/s, predict "
         f"{max(rates['predict']):.1f} images/s; ratio {ratio:.2f}x (target >= {TARGET_RATIO}x); "
