@@ -20,7 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from objrec import contract
 from objrec.testing import free_port
-from serving.dev_server import rest, servable
+from serving.dev_server import servable
 from tests.serving_fixtures import (
     call,
     copy_version,
@@ -117,15 +117,15 @@ def raw_http(server, head: bytes, timeout: float = 60) -> bytes:
         return answer
 
 
-def test_a_lying_or_broken_content_length_is_answered_and_closed(server, monkeypatch):
+def test_a_lying_or_broken_content_length_is_answered_and_closed(toy_version, tmp_path):
     path = b"POST /v1/models/objrec:predict HTTP/1.1\r\nHost: x\r\n"
-    answer = raw_http(server, path + b"Content-Length: lots\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400") and b"is not a number of bytes" in answer
-    # A body shorter than declared, the client then silent: the read times out, the server
-    # answers and closes instead of holding the connection.
-    monkeypatch.setattr(rest.RestRequestHandler, "timeout", 1.0)
-    answer = raw_http(server, path + b"Content-Length: 1000\r\n\r\n{}")
-    assert answer.startswith(b"HTTP/1.1 408") and b"(1000 bytes declared)" in answer
+    # A body shorter than declared, the client then silent: the read times out after
+    # --rest_api_timeout_in_ms, the server answers and closes instead of holding the connection.
+    with serving_toy(toy_version, tmp_path, rest_api_port=0, rest_api_timeout_in_ms=1000) as server:
+        answer = raw_http(server, path + b"Content-Length: lots\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400") and b"is not a number of bytes" in answer
+        answer = raw_http(server, path + b"Content-Length: 1000\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 408") and b"within 1 s (1000 bytes declared)" in answer
 
 
 def test_after_every_attack_memory_is_bounded_and_good_requests_succeed(server, stub):
