@@ -13,14 +13,19 @@ LABELS = ("ant", "bee", "cow", "dog", "eel", "fox")
 SIZE = 8
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(ServingFunctions in memory, the same loaded back from its SavedModel)."""
-    model = serving_fixtures.toy_classifier(LABELS, SIZE, seed=3)
-    functions = signatures.ServingFunctions(
+def serving_functions(seed: int) -> signatures.ServingFunctions:
+    """The serving functions of a toy classifier of LABELS at SIZE pixels."""
+    model = serving_fixtures.toy_classifier(LABELS, SIZE, seed=seed)
+    return signatures.ServingFunctions(
         model, LABELS, image_size=SIZE, resize_mode="shorter_side", input_size=SIZE,
         max_pixels=10_000,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(ServingFunctions in memory, the same loaded back from its SavedModel)."""
+    functions = serving_functions(seed=3)
     export_dir = str(tmp_path_factory.mktemp("export") / "1")
     signatures.write_saved_model(functions, export_dir)
     return functions, tf.saved_model.load(export_dir)
@@ -83,11 +88,7 @@ def test_the_signatures_have_the_contract_names_dtypes_and_shapes(exported):
 
 
 def test_the_export_stores_each_weight_once(tmp_path):
-    model = serving_fixtures.toy_classifier(LABELS, SIZE, seed=4)
-    functions = signatures.ServingFunctions(
-        model, LABELS, image_size=SIZE, resize_mode="shorter_side", input_size=SIZE,
-        max_pixels=10_000,
-    )  # fmt: skip
+    functions = serving_functions(seed=4)
     signatures.write_saved_model(functions, str(tmp_path))
     reader = tf.train.load_checkpoint(str(tmp_path / "variables" / "variables"))
     stored = sum(
@@ -95,4 +96,4 @@ def test_the_export_stores_each_weight_once(tmp_path):
         for name, shape in reader.get_variable_to_shape_map().items()
         if reader.get_variable_to_dtype_map()[name].is_floating
     )
-    assert stored == model.count_params()
+    assert stored == functions.model.count_params()
