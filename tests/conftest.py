@@ -23,27 +23,6 @@ from objrec import testing  # noqa: E402
 from objrec.testing import TINY_TRAINING_FLAGS  # noqa: E402
 from tests import dataset_fixtures, serving_fixtures  # noqa: E402
 
-# The longest test files (seconds on 2 loaded cores), handed out first. scripts/test.sh gives
-# each of its two workers a file at a time in collection order (--no-loadscope-reorder; xdist's
-# own order, the files with most tests first, left these one- and two-test files to the end,
-# with one worker running them alone). A file not listed keeps its place after these.
-LONGEST_FILES = (
-    "tests/trainer/test_train.py",  # 31 tests, two of them start processes: about 400 s
-    "tests/end_to_end/test_end_to_end.py",  # 150 s
-    "tests/trainer/test_resume.py",  # two SIGKILLed jobs: 240 s
-    "tests/end_to_end/test_demo.py",  # 130 s
-    "tests/end_to_end/test_readme.py",  # 115 s
-    "tests/dev_server/test_load.py",  # 55 s
-    "tests/trainer/test_recipes.py",  # a job of its own: 55 s
-    "tests/batch_predict/test_batch_predict.py",  # Beam jobs and CLI runs: 50 s
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Runs LONGEST_FILES first, in that order; every other test keeps its collection order."""
-    rank = {path: index for index, path in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
 
 @pytest.fixture(autouse=True)
 def float32_policy_after_each_test():
