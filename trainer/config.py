@@ -101,6 +101,13 @@ class TrainConfig:
         "suits thousands of steps, 0.9 (PyTorch's) a few hundred.",
         float,
     )
+    train_batchnorm: bool | None = _flag(
+        None,
+        "BatchNorm trains with its layer, normalising by each batch and updating its moving "
+        "statistics; false freezes it in every phase (inference mode, as a pretrained "
+        "backbone needs on small batches).",
+        bool,
+    )
     ema_momentum: float | None = _flag(
         None,
         "Exponential moving average of the weights, updated every step with this momentum; "

@@ -161,15 +161,13 @@ def build_model(
 ) -> keras.Model:
     """Pixels [0, 255] -> class probabilities (float32 even under mixed precision).
 
-    A pretrained backbone runs with BatchNorm in inference mode in every phase (its
-    ImageNet statistics must not drift on small batches of new data); a backbone trained
-    from scratch needs BatchNorm to learn its statistics, so it follows the training flag.
+    Whether BatchNorm normalises by the batch while training is `set_phase_trainable`'s: a
+    frozen layer runs in inference mode.
     """
     images = keras.Input((input_size, input_size, 3), name="images")
     backbone = build_backbone(input_size, weights)
     normalized = ResNetNormalization(name="normalization")(images)
-    pretrained = weights.lower() != "none"
-    features = backbone(normalized, training=False) if pretrained else backbone(normalized)
+    features = backbone(normalized)
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     dropped = keras.layers.Dropout(dropout, name="dropout")(pooled)
     probabilities = keras.layers.Dense(
@@ -196,8 +194,18 @@ def fine_tune_start(backbone: keras.Model, fine_tune_from: str) -> int:
     )
 
 
-def set_phase_trainable(model: keras.Model, phase: str, fine_tune_from: str) -> list:
-    """Marks what `phase` (head or fine_tune) trains; returns its trainable variables."""
+def set_phase_trainable(
+    model: keras.Model, phase: str, fine_tune_from: str, train_batchnorm: bool = True
+) -> list:
+    """Marks what `phase` (head or fine_tune) trains; returns its trainable variables.
+
+    Without `train_batchnorm`, every BatchNorm layer stays frozen: it normalises with the
+    backbone's moving statistics (inference mode) and keeps its scale and shift, as a
+    pretrained backbone needs on small batches of new data. Freezing is the one way to get
+    that in Keras 3: a functional model passes its caller's `training=True` to every layer
+    it calls, so `backbone(x, training=False)` does not hold while fitting
+    (keras-team/keras#20285).
+    """
     backbone = backbone_of(model)
     if phase == "head":
         backbone.trainable = False
@@ -205,5 +213,6 @@ def set_phase_trainable(model: keras.Model, phase: str, fine_tune_from: str) -> 
         backbone.trainable = True
         start = fine_tune_start(backbone, fine_tune_from)
         for index, layer in enumerate(backbone.layers):
-            layer.trainable = index >= start
+            batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = index >= start and (train_batchnorm or not batchnorm)
     return list(model.trainable_variables)

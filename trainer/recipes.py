@@ -2,11 +2,11 @@
 
 A pretrained backbone (ImageNet, a weights file) keeps the seed's transfer recipe: the head
 alone over the frozen backbone, then fine-tuning of the last stage at a low rate, BatchNorm in
-inference mode throughout. A backbone a previous objrec job trained (domain pretraining) has
-the same two phases with BatchNorm in inference mode, but fine-tunes every layer at 1e-4 with
-the from-scratch regularisation: on the transfer benchmark (250 training photos) ImageNet's
-recipe (conv5 at 1e-5, 10 epochs, early stopping) scored 71.5% served, every layer at 1e-4
-for 100 epochs 90.5%, and with the regularisation 92.9%.
+inference mode throughout (frozen: its statistics, scale and shift kept). A backbone a previous
+objrec job trained (domain pretraining) has the same two phases, but fine-tunes every layer,
+BatchNorm included, at 1e-4 with the from-scratch regularisation: on the transfer benchmark
+(250 training photos) ImageNet's recipe (conv5 at 1e-5, 10 epochs, early stopping) scored
+71.5% served, every layer at 1e-4 for 100 epochs 90.5%, and with the regularisation 92.9%.
 
 Small training sets get more epochs: an epoch of 250 images is 8 steps, and 20 of them leave a
 network from scratch far from trained (89.5% against 92.8% after 100 epochs on the transfer
@@ -52,6 +52,7 @@ RECIPES = {
         "cutmix_alpha": 0.0,
         "mix_probability": 1.0,
         "batchnorm_momentum": 0.99,
+        "train_batchnorm": False,
         "ema_momentum": 0.0,
         "early_stopping_patience": 3,
     },
@@ -69,6 +70,7 @@ RECIPES = {
         "cutmix_alpha": 0.0,
         "mix_probability": 1.0,
         "batchnorm_momentum": 0.99,
+        "train_batchnorm": True,
         "ema_momentum": 0.0,
         "early_stopping_patience": 0,
     },
@@ -86,6 +88,7 @@ RECIPES = {
         "cutmix_alpha": 0.0,
         "mix_probability": 1.0,
         "batchnorm_momentum": 0.9,
+        "train_batchnorm": True,
         "ema_momentum": 0.0,
         "early_stopping_patience": 8,
     },

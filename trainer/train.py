@@ -212,7 +212,9 @@ def build_trainee(
         model_lib.set_batchnorm_momentum(model, config.batchnorm_momentum)
         optimizers = {}
         for phase in phases:
-            variables = model_lib.set_phase_trainable(model, phase.name, config.fine_tune_from)
+            variables = model_lib.set_phase_trainable(
+                model, phase.name, config.fine_tune_from, config.train_batchnorm
+            )
             optimizers[phase.name] = make_optimizer(phase, steps, config, variables)
         averaged = (
             kept_weights.AveragedWeights(model, config.ema_momentum)
@@ -319,7 +321,9 @@ def train(
     for phase_index, phase in enumerate(phases):
         if phase_index < int(state.phase.numpy()):
             continue  # finished before a restart
-        variables = model_lib.set_phase_trainable(trainee.model, phase.name, config.fine_tune_from)
+        variables = model_lib.set_phase_trainable(
+            trainee.model, phase.name, config.fine_tune_from, config.train_batchnorm
+        )
         optimizer = trainee.optimizers[phase.name]
         train_step = make_train_step(
             trainee.model, optimizer, variables, strategy, config, weights, trainee.averaged

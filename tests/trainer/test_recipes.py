@@ -51,6 +51,37 @@ def test_batchnorm_momentum_sets_how_fast_the_moving_statistics_follow():
     assert moved_fast > 5 * abs(moved_slow) > 0
 
 
+def first_batchnorm(model: keras.Model) -> keras.layers.BatchNormalization:
+    return next(layer for layer in model_lib.backbone_of(model).layers
+                if isinstance(layer, keras.layers.BatchNormalization))  # fmt: skip
+
+
+@pytest.mark.parametrize("weights", ["none", "job"])
+def test_train_batchnorm_chooses_batch_or_kept_statistics(weights, trained_job):
+    """Fine-tuning every layer: frozen BatchNorm keeps its statistics, scale and shift while
+    the convolutions train (Keras 3 ignores a backbone called with training=False)."""
+    weights = trained_job["job_dir"] if weights == "job" else weights
+    frozen_model = model_lib.build_model(3, 32, weights)
+    variables = model_lib.set_phase_trainable(frozen_model, "fine_tune", "all", False)
+    assert len(variables) == 214 - 2 * 53  # 53 BatchNorm layers' gamma and beta
+    before = first_batchnorm(frozen_model).moving_mean.numpy()
+    frozen_model(np.full((2, 32, 32, 3), 50.0, np.float32), training=True)
+    np.testing.assert_array_equal(first_batchnorm(frozen_model).moving_mean.numpy(), before)
+
+    model = model_lib.build_model(3, 32, weights)
+    assert len(model_lib.set_phase_trainable(model, "fine_tune", "all", True)) == 214
+    model(np.full((2, 32, 32, 3), 50.0, np.float32), training=True)
+    assert np.abs(first_batchnorm(model).moving_mean.numpy() - before).max() > 1e-3
+
+
+def test_the_recipes_freeze_batchnorm_only_for_a_pretrained_backbone():
+    assert resolved("--weights", "none").train_batchnorm is True
+    assert resolved("--weights", "runs/a").train_batchnorm is True
+    assert resolved("--weights", "imagenet").train_batchnorm is False
+    assert resolved("--weights", "imagenet", "--train_batchnorm").train_batchnorm is True
+    assert resolved("--weights", "runs/a", "--train_batchnorm", "false").train_batchnorm is False
+
+
 def test_a_pretrained_backbone_gets_the_two_phases(tmp_path):
     config = resolved("--weights", "imagenet", image_size=256)
     phases = train.plan_phases(config)
