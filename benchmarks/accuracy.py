@@ -7,9 +7,11 @@
 Fashion-MNIST from the Debian package `dataset-fashion-mnist` (28 x 28 product photos):
 
 1. Seed scale: 600 training images per class (6,000 PNGs) go through the commands a user types,
-   flags left at their defaults: `objrec-preprocess --image_size 32`, `objrec-train --weights
-   none`, then `objrec-serve` and `objrec-predict --evaluate` on the official test images
-   (all 10,000; `--test_per_class` fewer). Side by side, on the same images:
+   flags left at their defaults: `objrec-preprocess --image_size 32 --split
+   train=0.9,validation=0.1` (the official test images are the test set, and the peers too
+   hold out 10% for validation), `objrec-train --weights none`, then `objrec-serve` and
+   `objrec-predict --evaluate` on the official test images (all 10,000; `--test_per_class`
+   fewer). Side by side, on the same images:
    - the Keras guides' "simple MNIST convnet" (two conv blocks, 28 x 28 grey, 15 epochs);
    - a bare Keras `model.fit` of `keras.applications.ResNet50(weights=None)` at 32 x 32, Adam
      1e-3, flip/rotation/zoom layers, early stopping on 10% held out;
@@ -178,13 +180,17 @@ def seed_scale(work: str, args) -> None:
     sample_data.write_sample_folder(train_dir, args.per_class)
     sample_data.write_sample_folder(test_dir, args.test_per_class, source="test")
     flags = ["--weights", "none", *args.train_flags]
+    # The official test images are the test set: objrec holds out 10% for validation, as the
+    # peers' validation_split, and trains on the same other 90%.
+    split = ["--split", "train=0.9,validation=0.1"]
     rows = [("objrec defaults (--weights none), served", *objrec_job(
-        train_dir, work, "seed", flags, test_dir, []))]  # fmt: skip
+        train_dir, work, "seed", flags, test_dir, split))]  # fmt: skip
     for index, lever in enumerate(args.lever):
         # The same job with one setting changed: what that lever gives, side by side.
         extra = lever.split()
+        name = f"seed-lever-{index}"
         rows.append((f"  same, {lever}", *objrec_job(
-            train_dir, work, f"seed-lever-{index}", [*flags, *extra], test_dir, [])))  # fmt: skip
+            train_dir, work, name, [*flags, *extra], test_dir, split)))  # fmt: skip
     if args.peers:
         rows.append(("Keras guides' simple MNIST convnet", *simple_convnet(train_dir, test_dir,
                                                                           args.quick)))  # fmt: skip
