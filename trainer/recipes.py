@@ -18,6 +18,9 @@ A backbone from scratch has nothing to protect: the whole network trains from th
 at Adam's usual rate, longer, with the
 regularisation a network of 23 M weights needs on a few thousand images (weight decay, label
 smoothing, random erasing) and an early-stopping patience that lets the cosine schedule finish.
+Its weight decay is 0.5: Keras's AdamW shrinks a weight by learning rate x decay each step, so
+over the few thousand steps of a small job 0.05 hardly acts (seed scale, served: 0.05 87.8%,
+0.5 88.3%, 1.0 88.3%, 2.0 87.3%).
 
 Fields left None in the TrainConfig take the recipe's value; explicit flags win. The input size
 follows the dataset: stored images above 64 pixels get evaluation's 7/8 centre crop (256 -> 224,
@@ -80,7 +83,7 @@ RECIPES = {
         "learning_rate": 1e-3,
         "fine_tune_learning_rate": 1e-3,
         "fine_tune_from": "all",
-        "weight_decay": 0.05,
+        "weight_decay": 0.5,
         "rotation_degrees": 0.0,
         "random_erasing": 0.25,
         "label_smoothing": 0.1,
