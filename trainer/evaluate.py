@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from objrec import contract
 from objrec.metrics import label_metrics
+from objrec.savedmodel import signatures
 from trainer import (
     input_pipeline,
 )
@@ -36,7 +37,9 @@ def predict_split(
     """Runs the model over every record of a split, in evaluation's view; keeps the first
     images and those of the highest losses (memory bounded by those counts)."""
     dataset = input_pipeline.make_eval_dataset(info, split, config)
-    predict = tf.function(lambda images: model(images, training=False))
+    predict = tf.function(
+        lambda images: signatures.predict_probabilities(model, images, config.test_time_flip)
+    )
     true_ids, probabilities, samples = [], [], []
     top = TopLosses(num_top_losses)
     for images, labels, weights in dataset:

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from objrec import contract
+from objrec.flags import parse_bool
 from objrec.savedmodel import signatures, versions, warmup
 from trainer import checkpoints, input_pipeline, lineage
 from trainer.config import TrainConfig
@@ -65,6 +66,7 @@ def export_model(
         config.input_size,
         config.max_pixels,
         info.jpeg_quality,
+        flip_average=config.test_time_flip,
     )
     model_base_path = tf.io.gfile.join(config.job_dir, contract.EXPORT_DIR, config.model_name)
     versions.remove_unfinished_exports(model_base_path)
@@ -101,6 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_pixels", type=int, help="per-image limit of the export")
     parser.add_argument("--model_name", help="export/<model_name>/ (default: the job's)")
     parser.add_argument("--model_dir", help="also copy the SavedModel directly here (Vertex AI)")
+    parser.add_argument(
+        "--test_time_flip",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        metavar="BOOL",
+        help="answer the mean over each image and its mirror image (default: the job's)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_job_config(
@@ -110,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_pixels": args.max_pixels,
                 "model_name": args.model_name,
                 "model_dir": args.model_dir,
+                "test_time_flip": args.test_time_flip,
             },
         )
         info = input_pipeline.load_dataset_info(config.data_dir)

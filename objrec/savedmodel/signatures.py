@@ -4,6 +4,11 @@
 pixels already at the model input (uint8 [N, S, S, 3]). Both answer `probabilities`,
 `top_k_classes`, `top_k_scores`, `top_k_class_ids` and `valid` (docs/contracts.md, "SavedModel
 signatures"). `write_saved_model` writes them in the form TF Serving loads.
+
+`predict_probabilities` is the model's answer for a batch, which the trainer's evaluation
+calls too: with `flip_average` it is the mean of the answers for each image and its mirror
+image (test-time augmentation by the horizontal flip training uses), one forward pass of
+the two stacked.
 """
 
 import keras
@@ -11,6 +16,15 @@ import tensorflow as tf
 
 from objrec import contract
 from objrec.savedmodel import decode
+
+
+def predict_probabilities(model: keras.Model, images: tf.Tensor, flip_average: bool) -> tf.Tensor:
+    """Class probabilities [N, classes] of model-input images [N, S, S, 3] (float32)."""
+    if not flip_average:
+        return model(images, training=False)
+    count = tf.shape(images)[0]
+    both = model(tf.concat([images, tf.reverse(images, axis=[2])], axis=0), training=False)
+    return (both[:count] + both[count:]) / 2.0
 
 
 class ServingFunctions:
@@ -25,8 +39,10 @@ class ServingFunctions:
         input_size: int,
         max_pixels: int,
         jpeg_quality: int | None = None,
+        flip_average: bool = False,
     ):
         self.model = model
+        self.flip_average = flip_average
         self.jpeg_quality = jpeg_quality
         self.labels = tuple(labels)
         self.top_k = contract.top_k_for(len(labels))
@@ -36,7 +52,7 @@ class ServingFunctions:
         self.max_pixels = max_pixels
 
     def _outputs(self, images: tf.Tensor, valid: tf.Tensor) -> dict:
-        probabilities = self.model(images, training=False)
+        probabilities = predict_probabilities(self.model, images, self.flip_average)
         probabilities = tf.where(valid[:, tf.newaxis], probabilities, 0.0)
         scores, class_ids = tf.math.top_k(probabilities, k=self.top_k)
         return {

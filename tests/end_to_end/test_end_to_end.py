@@ -11,7 +11,7 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from objrec import contract
-from objrec.savedmodel import decode
+from objrec.savedmodel import decode, signatures
 from preprocessing import pipeline
 from serving.client import PredictionClient
 from serving.dev_server.config import ServerConfig
@@ -126,10 +126,11 @@ def test_folder_to_served_predictions(tmp_path):
         decode.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, config.max_pixels, 90)
         for data in sample
     ])  # fmt: skip
-    np.testing.assert_allclose(served[: len(sample)], model(decoded, training=False), atol=1e-4)
+    expected = signatures.predict_probabilities(model, decoded, config.test_time_flip)
+    np.testing.assert_allclose(served[: len(sample)], expected, atol=1e-4)
 
     # (b) Raw files through the server vs the trainer's evaluation of their stored records.
-    evaluated = evaluated_probabilities(model, data_dir, config.input_size)
+    evaluated = evaluated_probabilities(model, data_dir, config)
     assert set(evaluated) == set(raw)
     agree = [np.argmax(evaluated[p]) == np.argmax(served_by_path[p]) for p in evaluated]
     difference = np.mean([np.abs(evaluated[p] - served_by_path[p]).mean() for p in evaluated])
@@ -188,7 +189,7 @@ def served_probabilities(address: str, images: list[bytes]) -> np.ndarray:
     return tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
 
 
-def evaluated_probabilities(model, data_dir: str, input_size: int) -> dict:
+def evaluated_probabilities(model, data_dir: str, config) -> dict:
     """{source URI: probabilities} as the trainer's evaluation sees every stored record."""
     info = input_pipeline.load_dataset_info(data_dir)
     features = {
@@ -202,8 +203,10 @@ def evaluated_probabilities(model, data_dir: str, input_size: int) -> dict:
             image = decode.eval_crop(
                 decode.decode_stored(example[contract.FEATURE_ENCODED]),
                 info.image_size,
-                input_size,
+                config.input_size,
             )
-            probabilities = model(image[tf.newaxis], training=False)[0].numpy()
+            probabilities = signatures.predict_probabilities(
+                model, image[tf.newaxis], config.test_time_flip
+            )[0].numpy()
             result[example[contract.FEATURE_SOURCE].numpy().decode()] = probabilities
     return result

@@ -13,12 +13,12 @@ LABELS = ("ant", "bee", "cow", "dog", "eel", "fox")
 SIZE = 8
 
 
-def serving_functions(seed: int) -> signatures.ServingFunctions:
+def serving_functions(seed: int, flip_average: bool = False) -> signatures.ServingFunctions:
     """The serving functions of a toy classifier of LABELS at SIZE pixels."""
     model = serving_fixtures.toy_classifier(LABELS, SIZE, seed=seed)
     return signatures.ServingFunctions(
         model, LABELS, image_size=SIZE, resize_mode="shorter_side", input_size=SIZE,
-        max_pixels=10_000,
+        max_pixels=10_000, flip_average=flip_average,
     )  # fmt: skip
 
 
@@ -97,3 +97,23 @@ def test_the_export_stores_each_weight_once(tmp_path):
         if reader.get_variable_to_dtype_map()[name].is_floating
     )
     assert stored == functions.model.count_params()
+
+
+def test_flip_average_answers_the_mean_over_each_image_and_its_mirror_image(tmp_path):
+    functions = serving_functions(seed=5, flip_average=True)
+    signatures.write_saved_model(functions, str(tmp_path))
+    served = tf.saved_model.load(str(tmp_path)).signatures[contract.PIXELS_SIGNATURE]
+    pixels = np.random.default_rng(1).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    mirrored = pixels[:, :, ::-1]
+    answer = served(images=tf.constant(pixels))[contract.OUTPUT_PROBABILITIES].numpy()
+
+    plain = functions.model(pixels.astype(np.float32), training=False).numpy()
+    of_mirror = functions.model(mirrored.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(answer, (plain + of_mirror) / 2, rtol=1e-5, atol=1e-7)
+    assert np.abs(answer - plain).max() > 1e-3  # the toy model is not mirror-symmetric
+    # An image and its mirror image get the same answer; each row is still a distribution.
+    answer_of_mirror = served(images=tf.constant(np.ascontiguousarray(mirrored)))
+    np.testing.assert_allclose(
+        answer_of_mirror[contract.OUTPUT_PROBABILITIES].numpy(), answer, rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(answer.sum(axis=1), 1.0, rtol=1e-5)

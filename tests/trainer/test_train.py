@@ -1,5 +1,6 @@
 """Trainer: configuration, strategy choice, the training loop, evaluation and export."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,12 +12,13 @@ import pytest
 import tensorflow as tf
 
 from objrec import contract, testing
-from objrec.savedmodel import decode
+from objrec.savedmodel import decode, signatures
 from objrec.testing import TINY_TRAINING_FLAGS
 from tests import REPO, dataset_fixtures
 from trainer import (
     checkpoints,
     distribution,
+    evaluate,
     export,
     history,
     input_pipeline,
@@ -227,6 +229,39 @@ def test_saved_model_equals_keras_on_the_same_image(trained_job):
         by_pixels[contract.OUTPUT_PROBABILITIES][0],
         model(pixels[np.newaxis].astype("float32"), training=False)[0],
         atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("test_time_flip", [True, False])
+def test_evaluation_answers_as_the_export_with_or_without_the_flip(trained_job, test_time_flip):
+    model = _trained_keras_model(trained_job)
+    config = dataclasses.replace(trained_job["config"], test_time_flip=test_time_flip)
+    info = input_pipeline.load_dataset_info(config.data_dir)
+    predictions = evaluate.predict_split(model, info, "test", config, num_samples=12)
+    images = tf.constant(predictions.sample_images)
+    plain = model(images, training=False).numpy()
+    mirrored = model(tf.reverse(images, axis=[2]), training=False).numpy()
+    expected = (plain + mirrored) / 2 if test_time_flip else plain
+    np.testing.assert_allclose(predictions.probabilities[: len(plain)], expected, atol=1e-5)
+
+
+def test_export_with_the_flip_answers_the_mean_over_the_mirror_image(trained_job, tmp_path):
+    import shutil
+
+    assert not trained_job["config"].test_time_flip  # off by default
+    job_dir = str(tmp_path / "job")
+    shutil.copytree(trained_job["job_dir"], job_dir)
+    assert export.main(["--job_dir", job_dir, "--test_time_flip"]) == 0
+    served = _signature(os.path.join(job_dir, "export", "objrec", "2"), contract.PIXELS_SIGNATURE)
+    model = _trained_keras_model(trained_job)
+    pixels = dataset_fixtures.class_image(2, 32, np.random.default_rng(4))[np.newaxis]
+    plain = model(pixels.astype("float32"), training=False).numpy()
+    mirrored = model(pixels[:, :, ::-1].astype("float32"), training=False).numpy()
+    assert np.abs(plain - mirrored).max() > 1e-3  # the answers differ: the flip is seen
+    answer = served(images=tf.constant(pixels))[contract.OUTPUT_PROBABILITIES].numpy()
+    np.testing.assert_allclose(answer, (plain + mirrored) / 2, atol=1e-4)
+    np.testing.assert_allclose(
+        signatures.predict_probabilities(model, pixels.astype("float32"), True), answer, atol=1e-4
     )
 
 
