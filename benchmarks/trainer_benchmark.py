@@ -1,16 +1,20 @@
 """Trainer throughput on this machine's CPU: the input pipeline, objrec's loop, a bare Keras fit.
 
     python benchmarks/trainer_benchmark.py [--per_class 540] [--sizes 32 64] [--steps 60]
+        [--input_size 32] [--batch_size 32]
 
 Uses real images (Fashion-MNIST sample folders through the real Beam job), then for each model
 input size prints images/s of
   (a) the tf.data training pipeline alone (read, decode, augment, batch: no model);
   (b) objrec's training loop (the real multi-step train function, pipeline included), at
-      `--steps_per_execution` 1 and at the default;
+      `--steps_per_execution` 1 and at the default, and at the default with Keras's own Adam
+      in place of objrec's fused update (`trainer/fused_adam.py`);
   (c) a bare Keras `model.fit` of the same ResNet50 (Adam, categorical cross-entropy) on the
       same pipeline, Keras's default `steps_per_execution` of 1;
-and the ratios pipeline / objrec (the pipeline must never be the bottleneck: >= 3) and
-objrec / Keras (target >= 1.0). All in one run, side by side, since the machine is noisy.
+and the ratios pipeline / objrec (the pipeline must never be the bottleneck: >= 3), objrec /
+Keras (target >= 1.0) and fused / Keras's Adam in objrec's loop. All in one run, side by side,
+since the machine is noisy. `--sizes` are the stored sizes; the model input is the recipe's
+for each (64 for images stored at up to 64 pixels) unless `--input_size` sets it.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,7 +36,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from preprocessing import pipeline, sample_data  # noqa: E402
-from trainer import input_pipeline, recipes, train  # noqa: E402
+from trainer import fused_adam, input_pipeline, recipes, train  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
@@ -108,29 +113,35 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--input_size", type=int, default=None)
     args = parser.parse_args()
     work_dir = tempfile.mkdtemp(prefix="objrec-bench-")
     print(
-        f"{'input':>6} {'pipeline':>9} {'objrec x1':>10} {'objrec':>8} {'keras fit':>10} "
-        f"{'pipe/objrec':>12} {'objrec/keras':>13}   (images/s)"
+        f"{'stored':>6} {'input':>6} {'pipeline':>9} {'objrec x1':>10} {'objrec':>8} "
+        f"{'Keras Adam':>11} {'keras fit':>10} {'pipe/objrec':>12} {'objrec/keras':>13} "
+        f"{'fused gain':>11}   (images/s)"
     )
     for size in args.sizes:
         data_dir = make_dataset(work_dir, args.per_class, image_size=size)
         info = input_pipeline.load_dataset_info(data_dir)
         config = recipes.resolve(
             TrainConfig(data_dir=data_dir, job_dir=work_dir, batch_size=args.batch_size,
-                        weights="none"),
+                        weights="none", input_size=args.input_size),
             info.image_size,
         )  # fmt: skip
         pipeline_rate = input_images_per_second(info, config, batches=args.steps * 4)
         one_per_call = dataclasses.replace(config, steps_per_execution=1)
         objrec_single = objrec_images_per_second(info, one_per_call, args.steps)
         objrec_rate = objrec_images_per_second(info, config, args.steps)
+        # objrec's loop with Keras's own Adam: what the fused update gains.
+        with mock.patch.object(fused_adam, "FusedAdam", keras.optimizers.Adam):
+            unfused_rate = objrec_images_per_second(info, config, args.steps)
         keras_rate = keras_images_per_second(info, config, args.steps)
         print(
-            f"{size:>6} {pipeline_rate:>9.0f} {objrec_single:>10.1f} {objrec_rate:>8.1f} "
-            f"{keras_rate:>10.1f} {pipeline_rate / objrec_rate:>12.1f} "
-            f"{objrec_rate / keras_rate:>13.2f}",
+            f"{size:>6} {config.input_size:>6} {pipeline_rate:>9.0f} {objrec_single:>10.1f} "
+            f"{objrec_rate:>8.1f} {unfused_rate:>11.1f} {keras_rate:>10.1f} "
+            f"{pipeline_rate / objrec_rate:>12.1f} {objrec_rate / keras_rate:>13.2f} "
+            f"{objrec_rate / unfused_rate:>11.2f}",
             flush=True,
         )
 

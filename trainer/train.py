@@ -22,6 +22,7 @@ from objrec import contract
 from trainer import (
     checkpoints,
     distribution,
+    fused_adam,
     history,
     input_pipeline,
     kept_weights,
@@ -70,7 +71,7 @@ def make_optimizer(
     phase: Phase, steps: int, config: TrainConfig, variables: list
 ) -> keras.optimizers.Optimizer:
     """Adam for one phase, built on that phase's variables (so a checkpoint restores slots)."""
-    optimizer = keras.optimizers.Adam(
+    optimizer = fused_adam.FusedAdam(
         learning_rate_schedule(phase, steps, config.warmup_epochs),
         weight_decay=config.weight_decay or None,
         name=f"{phase.name}_adam",
