@@ -22,7 +22,9 @@ import tensorflow as tf
 class FusedAdam(keras.optimizers.Adam):
     """`keras.optimizers.Adam` whose per-weight update is `tf.raw_ops.ResourceApplyAdam`."""
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self, gradient: tf.Tensor, variable: tf.Variable, learning_rate: tf.Tensor
+    ) -> None:
         if (
             self.amsgrad
             or isinstance(gradient, tf.IndexedSlices)

@@ -61,7 +61,12 @@ def fell_back(*args):
 def test_fused_adam_updates_as_keras_adam_does(weight_decay, strategy_name, monkeypatch):
     def strategy():
         if strategy_name == "mirrored":
-            return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            # Not collective all-reduce: every MirroredStrategy of a process numbers its
+            # collectives from the same keys, so another test's model of other shapes in this
+            # worker process would clash with this one's. The update path is the same.
+            return tf.distribute.MirroredStrategy(
+                ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+            )
         return tf.distribute.OneDeviceStrategy("/cpu:0")
 
     with monkeypatch.context() as patch:
