@@ -122,10 +122,7 @@ def test_folder_to_served_predictions(tmp_path):
     model = checkpoints.restore_trained_model(config, len(labels))
     # (a) The served probabilities are the Keras model's on the same decoded image.
     sample = list(raw.values())[: len(KINDS)]
-    decoded = tf.stack([
-        decode.decode_raw_image(tf.constant(data), 32, "shorter_side", 32, config.max_pixels, 90)
-        for data in sample
-    ])  # fmt: skip
+    decoded = tf.stack([raw_input(data, config) for data in sample])
     expected = signatures.predict_probabilities(model, decoded, config.test_time_flip)
     np.testing.assert_allclose(served[: len(sample)], expected, atol=1e-4)
 
@@ -145,12 +142,11 @@ def test_folder_to_served_predictions(tmp_path):
     # Then the labels. A near-tie may flip between the two close decodes (the encoders of
     # preprocessing and serving differ in rounding), and how many near-ties a model trained
     # for seconds has varies run to run: parity is asked of the images the model decided.
-    evaluated = {
-        path: signatures.predict_probabilities(model, image[tf.newaxis], config.test_time_flip)[
-            0
-        ].numpy()
-        for path, image in stored.items()
-    }
+    paths = list(stored)
+    probabilities = signatures.predict_probabilities(
+        model, np.stack([stored[path] for path in paths]), config.test_time_flip
+    )
+    evaluated = dict(zip(paths, probabilities.numpy(), strict=True))
     agree = [np.argmax(evaluated[p]) == np.argmax(served_by_path[p]) for p in evaluated]
     difference = np.mean([np.abs(evaluated[p] - served_by_path[p]).mean() for p in evaluated])
     print(
