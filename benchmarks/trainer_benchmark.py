@@ -1,27 +1,35 @@
 """Trainer throughput on this machine's CPU: the input pipeline, objrec's loop, a bare Keras fit.
 
     python benchmarks/trainer_benchmark.py [--per_class 540] [--sizes 32 64] [--steps 60]
-        [--input_size 32] [--batch_size 32]
+        [--input_size 32] [--batch_size 32] [--rounds 3]
 
 Uses real images (Fashion-MNIST sample folders through the real Beam job), then for each model
 input size prints images/s of
   (a) the tf.data training pipeline alone (read, decode, augment, batch: no model);
   (b) objrec's training loop (the real multi-step train function, pipeline included), at
       `--steps_per_execution` 1 and at the default, and at the default with Keras's own Adam
-      in place of objrec's fused update (`trainer/fused_adam.py`);
+      in place of objrec's fused update (`trainer/fused_adam.py`), and with Keras's
+      convolutions in place of the matrix products (`--convolutions keras`,
+      `trainer/matmul_convolutions.py`);
   (c) a bare Keras `model.fit` of the same ResNet50 (Adam, categorical cross-entropy) on the
       same pipeline, Keras's default `steps_per_execution` of 1;
 and the ratios pipeline / objrec (the pipeline must never be the bottleneck: >= 3), objrec /
-Keras (target >= 1.0) and fused / Keras's Adam in objrec's loop. All in one run, side by side,
-since the machine is noisy. `--sizes` are the stored sizes; the model input is the recipe's
-for each (64 for images stored at up to 64 pixels) unless `--input_size` sets it.
+Keras (target >= 1.0), fused / Keras's Adam and matmul / Keras's convolutions in objrec's
+loop. Every column computes in the precision `--mixed_precision auto` picks (bfloat16 on a CPU
+with bfloat16 instructions). The machine is noisy (the same loop varies by a third from one
+minute to the next), so every trainer is built first and they then take turns: `--rounds`
+rounds of `--steps` steps each, and each column is the median of its rounds. `--sizes` are the
+stored sizes; the model input is the recipe's for each (64 for images stored at up to 64
+pixels) unless `--input_size` sets it.
 """
 
 import argparse
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,7 +44,14 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from preprocessing import pipeline, sample_data  # noqa: E402
-from trainer import fused_adam, input_pipeline, recipes, train  # noqa: E402
+from trainer import (  # noqa: E402
+    distribution,
+    fused_adam,
+    input_pipeline,
+    matmul_convolutions,
+    recipes,
+    train,
+)
 from trainer import model as model_lib  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
@@ -60,11 +75,14 @@ def input_images_per_second(info, config: TrainConfig, batches: int) -> float:
     return batches * config.batch_size / (time.perf_counter() - start)
 
 
-def objrec_images_per_second(info, config: TrainConfig, steps: int) -> float:
-    """objrec's train function (ResNet50, one device), fed by the real pipeline."""
+def objrec_trainer(info, config: TrainConfig, steps: int) -> Callable[[], float]:
+    """objrec's train function (ResNet50, one device), fed by the real pipeline: a function
+    that runs `steps` steps and returns their images/s."""
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         model = model_lib.build_model(info.num_classes, config.input_size, "none")
+        if train.uses_matmul_convolutions(config):
+            matmul_convolutions.use_matmul_convolutions(model)
         variables = model_lib.set_phase_trainable(model, "fine_tune", "all")
         phase = train.Phase("fine_tune", 1, 1e-3)
         optimizer = train.make_optimizer(phase, steps, config, variables)
@@ -78,15 +96,21 @@ def objrec_images_per_second(info, config: TrainConfig, steps: int) -> float:
     not_preempted = tf.constant(0.0)
     float(train_function(data, per_call, not_preempted)[0])  # warm-up: tracing
     calls = max(1, steps // config.steps_per_execution)
-    start = time.perf_counter()
-    for _ in range(calls):
-        loss, _, _ = train_function(data, per_call, not_preempted)
-    float(loss)  # wait for the last call
-    return calls * config.steps_per_execution * config.batch_size / (time.perf_counter() - start)
+
+    def images_per_second() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            loss, _, _ = train_function(data, per_call, not_preempted)
+        float(loss)  # wait for the last call
+        return (
+            calls * config.steps_per_execution * config.batch_size / (time.perf_counter() - start)
+        )
+
+    return images_per_second
 
 
 class _Timer(keras.callbacks.Callback):
-    """Times the batches after the first (tracing)."""
+    """Times the batches after the first (the data's start)."""
 
     def on_train_batch_end(self, batch, logs=None):
         if batch == 0:
@@ -94,17 +118,22 @@ class _Timer(keras.callbacks.Callback):
         self.end = time.perf_counter()
 
 
-def keras_images_per_second(info, config: TrainConfig, steps: int) -> float:
+def keras_trainer(info, config: TrainConfig, steps: int) -> Callable[[], float]:
     """A bare `model.fit` of keras.applications.ResNet50 on the same pipeline."""
     model = keras.applications.ResNet50(
         weights=None, input_shape=(config.input_size, config.input_size, 3),
         classes=info.num_classes,
     )  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    timer = _Timer()
     data = input_pipeline.make_train_dataset(info, config)
-    model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer])
-    return steps * config.batch_size / (timer.end - timer.start)
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # warm-up: tracing
+
+    def images_per_second() -> float:
+        timer = _Timer()
+        model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer])
+        return steps * config.batch_size / (timer.end - timer.start)
+
+    return images_per_second
 
 
 def main() -> None:
@@ -114,12 +143,18 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--input_size", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work_dir = tempfile.mkdtemp(prefix="objrec-bench-")
+    policy = distribution.resolve_precision_policy(
+        "auto", 0, cpu_bfloat16=distribution.cpu_computes_bfloat16()
+    )
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"precision policy {policy}; batches of {args.batch_size}; images/s")
     print(
         f"{'stored':>6} {'input':>6} {'pipeline':>9} {'objrec x1':>10} {'objrec':>8} "
-        f"{'Keras Adam':>11} {'keras fit':>10} {'pipe/objrec':>12} {'objrec/keras':>13} "
-        f"{'fused gain':>11}   (images/s)"
+        f"{'Keras Adam':>11} {'Keras convs':>12} {'keras fit':>10} {'pipe/objrec':>12} "
+        f"{'objrec/keras':>13} {'fused gain':>11} {'matmul gain':>12}"
     )
     for size in args.sizes:
         data_dir = make_dataset(work_dir, args.per_class, image_size=size)
@@ -130,18 +165,35 @@ def main() -> None:
             info.image_size,
         )  # fmt: skip
         pipeline_rate = input_images_per_second(info, config, batches=args.steps * 4)
-        one_per_call = dataclasses.replace(config, steps_per_execution=1)
-        objrec_single = objrec_images_per_second(info, one_per_call, args.steps)
-        objrec_rate = objrec_images_per_second(info, config, args.steps)
         # objrec's loop with Keras's own Adam: what the fused update gains.
         with mock.patch.object(fused_adam, "FusedAdam", keras.optimizers.Adam):
-            unfused_rate = objrec_images_per_second(info, config, args.steps)
-        keras_rate = keras_images_per_second(info, config, args.steps)
+            unfused = objrec_trainer(info, config, args.steps)
+        trainers = {
+            "objrec x1": objrec_trainer(
+                info, dataclasses.replace(config, steps_per_execution=1), args.steps
+            ),
+            "objrec": objrec_trainer(info, config, args.steps),
+            "Keras Adam": unfused,
+            # And with Keras's convolutions: what the matrix products gain.
+            "Keras convs": objrec_trainer(
+                info, dataclasses.replace(config, convolutions="keras"), args.steps
+            ),
+            "keras fit": keras_trainer(info, config, args.steps),
+        }
+        rates = {name: [] for name in trainers}
+        for _ in range(args.rounds):
+            for name, images_per_second in trainers.items():
+                rates[name].append(images_per_second())
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        objrec_rate, keras_rate = median["objrec"], median["keras fit"]
+        objrec_single, unfused_rate = median["objrec x1"], median["Keras Adam"]
+        convolution_rate = median["Keras convs"]
         print(
             f"{size:>6} {config.input_size:>6} {pipeline_rate:>9.0f} {objrec_single:>10.1f} "
-            f"{objrec_rate:>8.1f} {unfused_rate:>11.1f} {keras_rate:>10.1f} "
-            f"{pipeline_rate / objrec_rate:>12.1f} {objrec_rate / keras_rate:>13.2f} "
-            f"{objrec_rate / unfused_rate:>11.2f}",
+            f"{objrec_rate:>8.1f} {unfused_rate:>11.1f} {convolution_rate:>12.1f} "
+            f"{keras_rate:>10.1f} {pipeline_rate / objrec_rate:>12.1f} "
+            f"{objrec_rate / keras_rate:>13.2f} {objrec_rate / unfused_rate:>11.2f} "
+            f"{objrec_rate / convolution_rate:>12.2f}",
             flush=True,
         )
 

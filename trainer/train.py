@@ -26,6 +26,7 @@ from trainer import (
     history,
     input_pipeline,
     kept_weights,
+    matmul_convolutions,
 )
 from trainer import model as model_lib
 from trainer.config import TrainConfig
@@ -198,6 +199,13 @@ class Trainee:
         )
 
 
+def uses_matmul_convolutions(config: TrainConfig) -> bool:
+    """--convolutions: auto is matmul unless training on GPUs (cuDNN is fast there)."""
+    if config.convolutions == "auto":
+        return not tf.config.list_physical_devices("GPU")
+    return config.convolutions == "matmul"
+
+
 def build_trainee(
     config: TrainConfig,
     info: input_pipeline.DatasetInfo,
@@ -211,6 +219,9 @@ def build_trainee(
             info.num_classes, config.input_size, config.weights, config.dropout
         )
         model_lib.set_batchnorm_momentum(model, config.batchnorm_momentum)
+        if uses_matmul_convolutions(config):
+            count = matmul_convolutions.use_matmul_convolutions(model)
+            logging.info("%d convolutions train as matrix products (--convolutions)", count)
         optimizers = {}
         for phase in phases:
             variables = model_lib.set_phase_trainable(
