@@ -10,17 +10,18 @@ input size prints images/s of
       `--steps_per_execution` 1 and at the default, and at the default with Keras's own Adam
       in place of objrec's fused update (`trainer/fused_adam.py`), and with Keras's
       convolutions in place of the matrix products (`--convolutions keras`,
-      `trainer/matmul_convolutions.py`);
+      `trainer/matmul_convolutions.py`), and with Keras's BatchNormalization in place of the
+      fused kernel (`--batchnorm keras`, `trainer/fused_batchnorm.py`);
   (c) a bare Keras `model.fit` of the same ResNet50 (Adam, categorical cross-entropy) on the
       same pipeline, Keras's default `steps_per_execution` of 1;
 and the ratios pipeline / objrec (the pipeline must never be the bottleneck: >= 3), objrec /
-Keras (target >= 1.0), fused / Keras's Adam and matmul / Keras's convolutions in objrec's
-loop. Every column computes in the precision `--mixed_precision auto` picks (bfloat16 on a CPU
-with bfloat16 instructions). The machine is noisy (the same loop varies by a third from one
-minute to the next), so every trainer is built first and they then take turns: `--rounds`
-rounds of `--steps` steps each, and each column is the median of its rounds. `--sizes` are the
-stored sizes; the model input is the recipe's for each (64 for images stored at up to 64
-pixels) unless `--input_size` sets it.
+Keras (target >= 1.0), fused / Keras's Adam, matmul / Keras's convolutions and fused /
+Keras's BatchNormalization in objrec's loop. Every column computes in the precision
+`--mixed_precision auto` picks (bfloat16 on a CPU with bfloat16 instructions). The machine is
+noisy (the same loop varies by a third from one minute to the next), so every trainer is built
+first and they then take turns: `--rounds` rounds of `--steps` steps each, and each column is
+the median of its rounds. `--sizes` are the stored sizes; the model input is the recipe's for
+each (64 for images stored at up to 64 pixels) unless `--input_size` sets it.
 """
 
 import argparse
@@ -48,7 +49,6 @@ from trainer import (  # noqa: E402
     distribution,
     fused_adam,
     input_pipeline,
-    matmul_convolutions,
     recipes,
     train,
 )
@@ -81,8 +81,7 @@ def objrec_trainer(info, config: TrainConfig, steps: int) -> Callable[[], float]
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         model = model_lib.build_model(info.num_classes, config.input_size, "none")
-        if train.uses_matmul_convolutions(config):
-            matmul_convolutions.use_matmul_convolutions(model)
+        train.prepare_layers(model, config)
         variables = model_lib.set_phase_trainable(model, "fine_tune", "all")
         phase = train.Phase("fine_tune", 1, 1e-3)
         optimizer = train.make_optimizer(phase, steps, config, variables)
@@ -146,15 +145,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work_dir = tempfile.mkdtemp(prefix="objrec-bench-")
-    policy = distribution.resolve_precision_policy(
-        "auto", 0, cpu_bfloat16=distribution.cpu_computes_bfloat16()
-    )
-    keras.mixed_precision.set_global_policy(policy)
+    policy = distribution.set_precision_policy("auto")
     print(f"precision policy {policy}; batches of {args.batch_size}; images/s")
     print(
         f"{'stored':>6} {'input':>6} {'pipeline':>9} {'objrec x1':>10} {'objrec':>8} "
-        f"{'Keras Adam':>11} {'Keras convs':>12} {'keras fit':>10} {'pipe/objrec':>12} "
-        f"{'objrec/keras':>13} {'fused gain':>11} {'matmul gain':>12}"
+        f"{'Keras Adam':>11} {'Keras convs':>12} {'Keras BN':>9} {'keras fit':>10} "
+        f"{'pipe/objrec':>12} {'objrec/keras':>13} {'fused gain':>11} {'matmul gain':>12} "
+        f"{'BN gain':>8}"
     )
     for size in args.sizes:
         data_dir = make_dataset(work_dir, args.per_class, image_size=size)
@@ -178,6 +175,10 @@ def main() -> None:
             "Keras convs": objrec_trainer(
                 info, dataclasses.replace(config, convolutions="keras"), args.steps
             ),
+            # And with Keras's BatchNormalization: what the fused kernel gains.
+            "Keras BN": objrec_trainer(
+                info, dataclasses.replace(config, batchnorm="keras"), args.steps
+            ),
             "keras fit": keras_trainer(info, config, args.steps),
         }
         rates = {name: [] for name in trainers}
@@ -188,12 +189,13 @@ def main() -> None:
         objrec_rate, keras_rate = median["objrec"], median["keras fit"]
         objrec_single, unfused_rate = median["objrec x1"], median["Keras Adam"]
         convolution_rate = median["Keras convs"]
+        batchnorm_rate = median["Keras BN"]
         print(
             f"{size:>6} {config.input_size:>6} {pipeline_rate:>9.0f} {objrec_single:>10.1f} "
             f"{objrec_rate:>8.1f} {unfused_rate:>11.1f} {convolution_rate:>12.1f} "
-            f"{keras_rate:>10.1f} {pipeline_rate / objrec_rate:>12.1f} "
+            f"{batchnorm_rate:>9.1f} {keras_rate:>10.1f} {pipeline_rate / objrec_rate:>12.1f} "
             f"{objrec_rate / keras_rate:>13.2f} {objrec_rate / unfused_rate:>11.2f} "
-            f"{objrec_rate / convolution_rate:>12.2f}",
+            f"{objrec_rate / convolution_rate:>12.2f} {objrec_rate / batchnorm_rate:>8.2f}",
             flush=True,
         )
 

@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -173,3 +174,15 @@ def resolve_precision_policy(requested: str, num_gpus: int, cpu_bfloat16: bool =
     if requested not in policies:
         raise ValueError(f"--mixed_precision {requested}: choose auto, off, float16 or bfloat16")
     return policies[requested]
+
+
+def set_precision_policy(requested: str) -> str:
+    """Sets Keras's global policy to what --mixed_precision `requested` means on this machine
+    (resolve_precision_policy) and returns it."""
+    num_gpus = len(tf.config.list_physical_devices("GPU"))
+    policy = resolve_precision_policy(
+        requested, num_gpus, cpu_bfloat16=not num_gpus and cpu_computes_bfloat16()
+    )
+    keras.mixed_precision.set_global_policy(policy)
+    logging.info("precision policy %s (--mixed_precision %s)", policy, requested)
+    return policy

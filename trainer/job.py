@@ -10,7 +10,6 @@ import math
 import sys
 import uuid
 
-import keras
 import tensorflow as tf
 
 from objrec import contract
@@ -111,14 +110,7 @@ def export_and_evaluate(
 
 def train_and_evaluate(config: TrainConfig) -> dict:
     """Trains (or resumes), then the chief evaluates and exports. Returns a summary."""
-    num_gpus = len(tf.config.list_physical_devices("GPU"))
-    policy = distribution.resolve_precision_policy(
-        config.mixed_precision,
-        num_gpus,
-        cpu_bfloat16=not num_gpus and distribution.cpu_computes_bfloat16(),
-    )
-    keras.mixed_precision.set_global_policy(policy)
-    logging.info("precision policy %s (--mixed_precision %s)", policy, config.mixed_precision)
+    distribution.set_precision_policy(config.mixed_precision)
     strategy = distribution.create_strategy(config.strategy)
     info = input_pipeline.load_dataset_info(config.data_dir)
     config = recipes.resolve(config, info.image_size, info.num_examples.get(contract.TRAIN, 0))

@@ -23,6 +23,7 @@ from trainer import (
     checkpoints,
     distribution,
     fused_adam,
+    fused_batchnorm,
     history,
     input_pipeline,
     kept_weights,
@@ -206,6 +207,16 @@ def uses_matmul_convolutions(config: TrainConfig) -> bool:
     return config.convolutions == "matmul"
 
 
+def prepare_layers(model: keras.Model, config: TrainConfig) -> None:
+    """Gives the training model the faster kernels --convolutions and --batchnorm ask for."""
+    if uses_matmul_convolutions(config):
+        count = matmul_convolutions.use_matmul_convolutions(model)
+        logging.info("%d convolutions train as matrix products (--convolutions)", count)
+    if config.batchnorm == "fused":
+        count = fused_batchnorm.use_fused_batchnorm(model)
+        logging.info("%d BatchNormalization layers run the fused kernel (--batchnorm)", count)
+
+
 def build_trainee(
     config: TrainConfig,
     info: input_pipeline.DatasetInfo,
@@ -219,9 +230,7 @@ def build_trainee(
             info.num_classes, config.input_size, config.weights, config.dropout
         )
         model_lib.set_batchnorm_momentum(model, config.batchnorm_momentum)
-        if uses_matmul_convolutions(config):
-            count = matmul_convolutions.use_matmul_convolutions(model)
-            logging.info("%d convolutions train as matrix products (--convolutions)", count)
+        prepare_layers(model, config)
         optimizers = {}
         for phase in phases:
             variables = model_lib.set_phase_trainable(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -87,6 +88,16 @@ def test_precision_policy_choice():
     assert distribution.resolve_precision_policy("bfloat16", num_gpus=0) == "mixed_bfloat16"
     with pytest.raises(ValueError, match="--mixed_precision"):
         distribution.resolve_precision_policy("int8", num_gpus=0)
+
+
+def test_precision_policy_is_set_for_keras():
+    try:
+        assert distribution.set_precision_policy("bfloat16") == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        assert distribution.set_precision_policy("off") == "float32"
+        assert keras.mixed_precision.global_policy().name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_phases_and_steps():
