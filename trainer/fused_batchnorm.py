@@ -22,6 +22,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from trainer import model as model_lib
+
 
 def _fused_applies(layer: keras.layers.BatchNormalization, inputs, mask) -> bool:
     axis = layer.axis if isinstance(layer.axis, int) else None
@@ -68,11 +70,11 @@ def batchnorm_call(layer: keras.layers.BatchNormalization, inputs, training=None
 def use_fused_batchnorm(model: keras.Model) -> int:
     """Every BatchNormalization layer of `model` (nested models included) calls
     `batchnorm_call`; returns how many."""
-    count = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            count += use_fused_batchnorm(layer)
-        elif type(layer) is keras.layers.BatchNormalization:
-            layer.call = functools.partial(batchnorm_call, layer)
-            count += 1
-    return count
+    layers = [
+        layer
+        for layer in model_lib.leaf_layers(model)
+        if type(layer) is keras.layers.BatchNormalization
+    ]
+    for layer in layers:
+        layer.call = functools.partial(batchnorm_call, layer)
+    return len(layers)

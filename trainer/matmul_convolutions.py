@@ -29,6 +29,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from trainer import model as model_lib
+
 # Largest feature-map side whose k x k kernel gradient is an im2col product.
 MAX_IM2COL_SIDE = 16
 
@@ -101,11 +103,7 @@ def convolution_op(layer: keras.layers.Conv2D, inputs: tf.Tensor, kernel) -> tf.
 def use_matmul_convolutions(model: keras.Model) -> int:
     """Every Conv2D layer of `model` (nested models included) convolves by
     `convolution_op`; returns how many."""
-    count = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            count += use_matmul_convolutions(layer)
-        elif type(layer) is keras.layers.Conv2D:
-            layer.convolution_op = functools.partial(convolution_op, layer)
-            count += 1
-    return count
+    layers = [layer for layer in model_lib.leaf_layers(model) if type(layer) is keras.layers.Conv2D]
+    for layer in layers:
+        layer.convolution_op = functools.partial(convolution_op, layer)
+    return len(layers)

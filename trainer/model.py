@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -115,6 +116,15 @@ def zero_init_residual_branches(backbone: keras.Model) -> None:
     for layer in backbone.layers:
         if layer.name.endswith("_3_bn"):
             layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+
+
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of `model` that is not itself a model, those of nested models included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:

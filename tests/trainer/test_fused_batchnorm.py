@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.trainer import numerics
 from trainer import fused_batchnorm, train
 from trainer import model as model_lib
 from trainer.config import TrainConfig
@@ -113,11 +114,4 @@ def test_objrec_model_step_as_with_keras():
         results.update({v.path: v.numpy() for v in statistics})
         return results
 
-    expected, found = step_results(False), step_results(True)
-    assert found.keys() == expected.keys()
-    # Each within 1e-4 of its own largest entry, but for noise a millionth of the largest
-    # gradient (the biases of the convolutions BatchNorm follows, zero but for rounding).
-    largest = max(np.abs(g).max() for g in expected.values())
-    for path, want in expected.items():
-        atol = 1e-4 * np.abs(want).max() + 1e-6 * largest
-        np.testing.assert_allclose(found[path], want, rtol=0, atol=atol, err_msg=path)
+    numerics.assert_each_close_to_its_scale(step_results(True), step_results(False))

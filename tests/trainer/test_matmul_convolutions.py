@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.trainer import numerics
 from trainer import matmul_convolutions, train
 from trainer import model as model_lib
 from trainer.config import TrainConfig
@@ -109,15 +110,8 @@ def test_objrec_model_gradients_as_with_keras():
 
         return {v.path: g.numpy() for v, g in zip(model.trainable_variables, step(), strict=True)}
 
-    expected, found = gradients(False), gradients(True)
-    assert found.keys() == expected.keys()
-    # Each gradient within 1e-4 of its own largest entry (measured: 2e-5 at most), except
-    # noise a millionth of the largest gradient: the biases of the convolutions BatchNorm
-    # follows, whose gradient is zero but for rounding.
-    largest = max(np.abs(g).max() for g in expected.values())
-    for path, gradient in expected.items():
-        atol = 1e-4 * np.abs(gradient).max() + 1e-6 * largest
-        np.testing.assert_allclose(found[path], gradient, rtol=0, atol=atol, err_msg=path)
+    # Measured: within 2e-5 of each gradient's largest entry.
+    numerics.assert_each_close_to_its_scale(gradients(True), gradients(False))
 
 
 @pytest.mark.parametrize(
